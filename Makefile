@@ -1,0 +1,34 @@
+# prune-cli: every target installs what it needs into .venv first.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+
+.PHONY: help install test run report bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install prune-cli with pinned dependencies
+
+test: $(STAMP)  ## run the test suite (pytest)
+	$(BIN)/python -m pytest $(ARGS)
+
+run: $(STAMP)  ## the main job: PTB large-sparse vs small-dense study (~10 min on 2 cores)
+	$(BIN)/prune-run -m experiment=ptb_laptop $(ARGS)
+
+report: $(STAMP)  ## tables and figures from results/runs into results/report
+	$(BIN)/prune-report $(ARGS)
+
+bench: $(STAMP)  ## speed and memory benchmarks, JSON into results/bench/
+	$(BIN)/python scripts/bench_pruning.py $(ARGS)
+
+clean:  ## remove .venv and build files (never results/)
+	rm -rf $(VENV) build dist *.egg-info

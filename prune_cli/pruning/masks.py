@@ -1,0 +1,291 @@
+"""Magnitude masks and the Pruner that keeps them.
+
+Selection is exact and sort-free. The magnitude of a float32 weight, read as the int32 of
+its bits with the sign bit cleared, orders exactly like the magnitude itself, so "the k
+largest" is found with two 16-bit histogram passes (a radix select) and one compare pass.
+Ties at the threshold are broken by position (tensor order, then flat index), so masks are
+the same on every device and every run. Weights already pruned get the key -1 and can never
+be selected again: masks only shrink.
+
+Masks are float tensors of the weight's dtype, kept by the Pruner (not on the model: the
+model's state_dict, deepcopy and pickling are untouched). Applying them is one fused
+multiply over all pruned tensors, for the gradients and again for the weights; re-masking
+the weights after every optimizer step is what makes momentum, Adam state and weight decay
+unable to revive a pruned weight, whatever the optimizer.
+"""
+import fnmatch
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .schedule import GradualSchedule
+
+SCHEMES = ("uniform", "layerwise_constant", "global")
+_CHUNK = 1 << 22  # elements per pass-chunk: bounds temporaries to a few tens of MB
+_HI_BUCKETS = 1 << 15  # keys are 31-bit; high 15 bits
+_LO_BUCKETS = 1 << 16  # low 16 bits
+
+
+def keep_count(numel: int, sparsity: float) -> int:
+    """Weights kept in a tensor of ``numel`` elements at ``sparsity``: round(numel * (1 - s)), half up."""
+    return int(math.floor(numel * (1.0 - sparsity) + 0.5))
+
+
+def magnitude_keys(weight: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Flat int32 keys ordered like |weight|; pruned positions (mask == 0) get -1."""
+    keys = weight.detach().reshape(-1).float().view(torch.int32) & 0x7FFFFFFF
+    if mask is not None:
+        keys.masked_fill_(mask.reshape(-1) == 0, -1)
+    return keys
+
+
+def _chunks(keys_fns: Sequence[Callable[[], torch.Tensor]]) -> Iterator[torch.Tensor]:
+    for make in keys_fns:
+        keys = make()
+        for start in range(0, keys.numel(), _CHUNK):
+            yield keys[start:start + _CHUNK]
+
+
+def _bucket_with_kth(hist: torch.Tensor, k: int):
+    """Bucket (from the top) holding the k-th largest element, and the count above it."""
+    above_incl = hist.flip(0).cumsum(0)
+    idx = int(torch.searchsorted(above_incl, torch.tensor(k, dtype=above_incl.dtype)))
+    bucket = hist.numel() - 1 - idx
+    above = int(above_incl[idx - 1]) if idx > 0 else 0
+    return bucket, above
+
+
+def kth_largest_key(keys_fns: Sequence[Callable[[], torch.Tensor]], k: int):
+    """The k-th largest key (k >= 1) over all keys, and how many keys are strictly larger.
+
+    ``keys_fns`` produce the key tensors on demand (one at a time), so a global threshold
+    over hundreds of millions of weights never holds more than one tensor's keys and
+    never concatenates or sorts them.
+    """
+    device = None
+    hist = None
+    for c in _chunks(keys_fns):
+        h = torch.bincount((c >> 16) + 1, minlength=_HI_BUCKETS + 1)
+        hist = h if hist is None else hist + h
+        device = c.device
+    hist = hist.cpu()
+    bucket, above = _bucket_with_kth(hist, k)
+    if bucket == 0:  # only pruned keys (-1) remain at this rank
+        return -1, above
+    hi = bucket - 1
+    lo_hist = torch.zeros(_LO_BUCKETS, dtype=torch.int64, device=device)
+    for c in _chunks(keys_fns):
+        sel = c[(c >> 16) == hi]
+        if sel.numel():
+            lo_hist += torch.bincount(sel & 0xFFFF, minlength=_LO_BUCKETS)
+    lo, above_lo = _bucket_with_kth(lo_hist.cpu(), k - above)
+    return (hi << 16) | lo, above + above_lo
+
+
+def _select(keys: torch.Tensor, threshold: int, ties: int) -> torch.Tensor:
+    """Bool mask of keys > threshold, plus the first ``ties`` keys == threshold (by position)."""
+    keep = keys > threshold
+    if ties > 0:
+        tie_idx = (keys == threshold).nonzero().squeeze(1)[:ties]
+        keep[tie_idx] = True
+    return keep
+
+
+def topk_mask(weight: torch.Tensor, k: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Bool mask (weight's shape) keeping exactly the k largest-magnitude unpruned weights."""
+    keys = magnitude_keys(weight, mask)
+    if k <= 0:
+        return torch.zeros_like(keys, dtype=torch.bool).view(weight.shape)
+    alive = keys.numel() if mask is None else int((keys >= 0).sum())
+    k = min(k, alive)
+    if k == keys.numel():
+        return torch.ones_like(keys, dtype=torch.bool).view(weight.shape)
+    threshold, above = kth_largest_key([lambda: keys], k)
+    return _select(keys, threshold, k - above).view(weight.shape)
+
+
+def global_topk_masks(weights: Sequence[torch.Tensor], k: int,
+                      masks: Optional[Sequence[Optional[torch.Tensor]]] = None) -> List[torch.Tensor]:
+    """One magnitude threshold across all ``weights``: exactly k weights kept in total."""
+    masks = list(masks) if masks is not None else [None] * len(weights)
+    fns = [lambda w=w, m=m: magnitude_keys(w, m) for w, m in zip(weights, masks)]
+    if k <= 0:
+        return [torch.zeros_like(w, dtype=torch.bool) for w in weights]
+    alive = sum(w.numel() if m is None else int((m != 0).sum()) for w, m in zip(weights, masks))
+    k = min(k, alive)
+    threshold, above = kth_largest_key(fns, k)
+    ties = k - above
+    out = []
+    for w, fn in zip(weights, fns):
+        keys = fn()
+        keep = _select(keys, threshold, ties)
+        if ties > 0:
+            ties -= int((keys == threshold).sum().clamp(max=ties))
+        out.append(keep.view(w.shape))
+    return out
+
+
+@dataclass
+class LayerStats:
+    name: str
+    numel: int
+    nnz: int
+    target_sparsity: float
+    sparsity: float
+
+
+def _resolve(model: nn.Module, params: Union[str, Iterable[str]]) -> List[str]:
+    if isinstance(params, str):
+        params = [params]
+    patterns = list(params)
+    if not patterns:
+        raise ValueError("params is empty: name at least one parameter (or glob pattern) to prune")
+    names = [n for n, _ in model.named_parameters()]
+    chosen = set()
+    for pattern in patterns:
+        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ValueError(f"parameter pattern '{pattern}' matches nothing; the model's parameters are: {shown}")
+        chosen.update(hits)
+    return [n for n in names if n in chosen]  # model order, each once
+
+
+class Pruner:
+    """Gradual magnitude pruning of selected parameters (Zhu & Gupta 2017).
+
+    In a training loop::
+
+        loss.backward()
+        pruner.mask_gradients()      # before clipping and the optimizer step
+        optimizer.step()
+        pruner.step(step)            # raises sparsity when due; re-masks the weights
+
+    ``params``: exact parameter names or glob patterns (``"lstm.weight_*"``).
+    ``scheme``: ``uniform`` (every tensor at the schedule's sparsity), ``layerwise_constant``
+    (each update interval is subdivided and one tensor at a time is brought to the level:
+    tensor j of L updates ``floor(j * frequency / L)`` steps after the schedule's update
+    step) or ``global`` (one threshold over all selected tensors, total NNZ exact).
+    """
+
+    def __init__(self, model: nn.Module, schedule: GradualSchedule, params, scheme: str = "uniform"):
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown pruning scheme '{scheme}'; use one of {', '.join(SCHEMES)}")
+        self.schedule = schedule
+        self.scheme = scheme
+        self.names = _resolve(model, params)
+        named = dict(model.named_parameters())
+        self.params = [named[n] for n in self.names]
+        layers = len(self.names)
+        step = schedule.frequency if scheme == "layerwise_constant" else 0
+        self.offsets = [j * step // layers for j in range(layers)]
+        self.masks: Dict[str, torch.Tensor] = {}  # name -> float mask, only once a tensor is pruned
+        self.targets: Dict[str, float] = {n: 0.0 for n in self.names}
+        self._index_masks()
+
+    # -- schedule -------------------------------------------------------------------------
+    def target_at(self, step: int) -> Dict[str, float]:
+        """Target sparsity of every selected tensor after the update (if any) at ``step``."""
+        return {n: self.schedule.sparsity_at(step - off) for n, off in zip(self.names, self.offsets)}
+
+    def is_update_step(self, step: int) -> bool:
+        return any(self.schedule.is_update_step(step - off) for off in set(self.offsets))
+
+    # -- training-loop API ----------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, step: int) -> bool:
+        """Call after each optimizer step. Returns True when the masks were updated."""
+        updated = self.is_update_step(step)
+        if updated:
+            self.update_masks(self.target_at(step))
+        self.apply_masks()
+        return updated
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradients of pruned weights (call after backward, before clipping)."""
+        grads, masks = [], []
+        for p, m in zip(self._masked_params, self._mask_list):
+            if p.grad is not None:
+                grads.append(p.grad)
+                masks.append(m)
+        if grads:
+            torch._foreach_mul_(grads, masks)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero the pruned weights (in place: cuDNN's flat LSTM weights stay flat)."""
+        if self._mask_list:
+            torch._foreach_mul_(self._masked_params, self._mask_list)
+
+    def _index_masks(self) -> None:
+        # The hot path (two fused multiplies a step) iterates these two lists and nothing else.
+        pairs = [(p, self.masks[n]) for n, p in zip(self.names, self.params) if n in self.masks]
+        self._masked_params = [p for p, _ in pairs]
+        self._mask_list = [m for _, m in pairs]
+
+    @torch.no_grad()
+    def update_masks(self, targets: Dict[str, float]) -> None:
+        """Bring each tensor to its target sparsity (never reviving a pruned weight)."""
+        if self.scheme == "global":
+            level = next(iter(targets.values()))
+            if level <= max(self.targets.values()):
+                return
+            total = sum(p.numel() for p in self.params)
+            old = [self.masks.get(n) for n in self.names]
+            new = global_topk_masks(self.params, keep_count(total, level), old)
+            for n, keep in zip(self.names, new):
+                self._set_mask(n, keep, level)
+            return
+        for n, p in zip(self.names, self.params):
+            if targets[n] > self.targets[n] or (targets[n] > 0 and n not in self.masks):
+                self._set_mask(n, topk_mask(p, keep_count(p.numel(), targets[n]), self.masks.get(n)), targets[n])
+
+    def _set_mask(self, name: str, keep: torch.Tensor, target: float) -> None:
+        self.targets[name] = target
+        if name in self.masks:
+            self.masks[name].copy_(keep)
+        elif target > 0:
+            p = self.params[self.names.index(name)]
+            self.masks[name] = keep.to(dtype=p.dtype)
+            self._index_masks()
+
+    # -- statistics -----------------------------------------------------------------------
+    def stats(self) -> List[LayerStats]:
+        out = []
+        for n, p in zip(self.names, self.params):
+            nnz = int(self.masks[n].count_nonzero()) if n in self.masks else p.numel()
+            out.append(LayerStats(n, p.numel(), nnz, self.targets[n], 1.0 - nnz / p.numel()))
+        return out
+
+    def sparsity(self) -> float:
+        """Achieved sparsity over all selected tensors."""
+        stats = self.stats()
+        return 1.0 - sum(s.nnz for s in stats) / sum(s.numel for s in stats)
+
+    # -- checkpointing --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "scheme": self.scheme,
+            "names": list(self.names),
+            "targets": dict(self.targets),
+            "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["names"] != self.names or state["scheme"] != self.scheme:
+            raise ValueError(
+                f"pruner state is for scheme '{state['scheme']}' over {len(state['names'])} tensors; "
+                f"this pruner is '{self.scheme}' over {len(self.names)}: use the config the checkpoint was made with")
+        named = dict(zip(self.names, self.params))
+        self.masks = {}
+        for n, m in state["masks"].items():
+            if m.shape != named[n].shape:
+                raise ValueError(f"mask for '{n}' has shape {tuple(m.shape)}, the parameter {tuple(named[n].shape)}")
+            self.masks[n] = m.to(device=named[n].device, dtype=named[n].dtype)
+        self.targets = dict(state["targets"])
+        self._index_masks()
+        self.apply_masks()
