@@ -1,0 +1,308 @@
+"""Figures (PNG + PDF each): quality vs NNZ (log x; paper Figs 3-5), eq. 1 (Fig 1), one run's
+schedule and quality during training (Fig 2), and that run's per-layer sparsity.
+
+Uses matplotlib's object API with the Agg/PDF canvases only (never pyplot), so it is headless
+and does not touch any global backend state.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from .collect import FAMILIES, LOWER_IS_BETTER, metrics_for, primary_metric
+from .tables import SHORT, fmt_nnz
+
+DPI = 110
+
+
+@dataclass
+class FigureInfo:
+    name: str
+    title: str
+    caption: str
+    paths: list = field(default_factory=list)
+    runs: list = field(default_factory=list)
+    synthetic: bool = False
+
+
+def _figure(w: float, h: float, ncols: int = 1, left=0.8, right=0.3, bottom=0.6, top=0.55,
+            wspace=0.9) -> Figure:
+    """A Figure with fixed margins in inches: no tight/constrained layout pass, which would
+    cost one more full draw per figure (the report draws each figure twice: PNG and PDF)."""
+    fig = Figure(figsize=(w, h))
+    axes_w = (w - left - right - wspace * (ncols - 1)) / ncols
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
+                        wspace=wspace / axes_w)
+    return fig
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=DPI)
+    fig.savefig(paths[1])
+    return paths
+
+
+def _yerr(s: pd.Series):
+    return np.nan_to_num(s.to_numpy(dtype=float), nan=0.0)
+
+
+# ---------------------------------------------------------------- Figures 3-5
+def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[FigureInfo]:
+    infos = []
+    for (fam, ds, syn), grp in configs.groupby(["family", "dataset", "synthetic"], sort=True):
+        spec = FAMILIES.get(fam, {})
+        metrics = [m for m in metrics_for(fam, grp) if grp[m].notna().any()]
+        if not metrics:
+            continue
+        overlay = bool(spec) and not syn and ds == spec["paper_dataset"]
+        prow = [r for r in paper["rows"] if r["family"] == fam] if overlay else []
+        fig = _figure(5.2 * len(metrics), 4.0, len(metrics))
+        for i, m in enumerate(metrics):
+            ax = fig.add_subplot(1, len(metrics), i + 1)
+            _draw_family(ax, grp, m, prow)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_nnz(x)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("NNZ params (log scale)")
+            arrow = "lower is better" if m in LOWER_IS_BETTER else "higher is better"
+            ax.set_ylabel(f"{SHORT[m]} ({arrow})")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        label = f"{ds}, SYNTHETIC DATA" if syn else ds
+        fig.suptitle(f"{spec.get('title', fam)} sparse vs dense ({label})", fontsize=10)
+        name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", f"quality_vs_nnz_{fam}_{ds}") + ("_synthetic" if syn else "")
+        runs = sorted(r for s in grp["runs"] for r in s.split(";"))
+        cap = (f"{', '.join(SHORT[m] for m in metrics)} against NNZ parameters (log x) for "
+               f"{spec.get('title', fam)} on {label}: the dense models of growing size form one "
+               "curve, each pruned base model another (sparsity rising along it)"
+               + ("; hollow markers are the paper's published values." if prow else
+                  "; no paper values are overlaid (the paper used another dataset)."))
+        infos.append(FigureInfo(name, f"{spec.get('title', fam)}: quality vs NNZ ({label})", cap,
+                                _save(fig, out_dir, name), runs, bool(syn)))
+    return infos
+
+
+def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
+    dense = grp[grp["target_sparsity"] == 0].sort_values("params_nnz")
+    dense = dense[dense[m].notna()]
+    color = {}
+    if len(dense):
+        line = ax.errorbar(dense["params_nnz"], dense[m], yerr=_yerr(dense[f"{m}_std"]),
+                           marker="o", capsize=3, label="dense (growing size)")
+        color["dense"] = line[0].get_color()
+    sparse = grp[grp["target_sparsity"] > 0]
+    schemes = sparse["scheme"].nunique() > 1
+    for (base, pr, sch), part in sparse.groupby(["base", "pruning", "scheme"], sort=False):
+        part = pd.concat([dense[dense["base"] == base], part.sort_values("target_sparsity")])
+        part = part[part[m].notna()]
+        lab = f"pruned from {base}" + (f" ({sch})" if schemes else "")
+        line = ax.errorbar(part["params_nnz"], part[m], yerr=_yerr(part[f"{m}_std"]),
+                           marker="s", capsize=3, label=lab)
+        color.setdefault(base, line[0].get_color())
+    pm = m
+    if m == "bleu" and len(grp):
+        pm = grp["bleu_ref"].iloc[0]
+    pts = [r for r in prow if _finite(r.get(pm))]
+    if not pts:
+        return
+    pd_dense = sorted((r for r in pts if r["sparsity"] == 0), key=lambda r: r["nnz"])
+    ax.plot([r["nnz"] for r in pd_dense], [r[pm] for r in pd_dense], ls=":", marker="o",
+            mfc="none", color=color.get("dense", "k"), label="paper: dense")
+    for base in sorted({r["base"] for r in pts if r["sparsity"] > 0}):
+        ser = sorted((r for r in pts if r["base"] == base), key=lambda r: r["sparsity"])
+        ax.plot([r["nnz"] for r in ser], [r[pm] for r in ser], ls=":", marker="s", mfc="none",
+                color=color.get(base, "grey"), label=f"paper: pruned from {base}")
+
+
+def _finite(x) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- Figure 1
+def _eq1(final, initial, begin, end, freq):
+    n_dt = end - begin
+
+    def at(step):
+        if step < begin:
+            return initial
+        t = begin + ((min(step, end) - begin) // freq) * freq
+        return final + (initial - final) * (1 - (t - begin) / n_dt) ** 3
+    return at
+
+
+def _core_schedule():
+    """The core's GradualSchedule. prune_cli.pruning's __init__ imports torch (seconds); its
+    schedule.py needs only math, so load that file alone when it can, else the package."""
+    if "prune_cli.pruning" not in sys.modules:
+        try:
+            spec = importlib.util.find_spec("prune_cli.pruning")
+            path = Path(spec.submodule_search_locations[0]) / "schedule.py"
+            mspec = importlib.util.spec_from_file_location("_prune_report_schedule", path)
+            mod = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(mod)
+            return mod.GradualSchedule
+        except Exception:  # noqa: BLE001 - fall back to the package import
+            pass
+    from prune_cli.pruning import GradualSchedule
+    return GradualSchedule
+
+
+def schedule_fn(final, initial=0.0, begin=0, end=10000, freq=100):
+    """(sparsity_at, source): the core's GradualSchedule when importable, else eq. 1 here."""
+    try:
+        s = _core_schedule()(final, initial_sparsity=initial, begin_step=begin, end_step=end,
+                             frequency=freq)
+        return s.sparsity_at, "the core's `prune_cli.pruning.GradualSchedule`"
+    except Exception:  # noqa: BLE001 - the core may not exist yet; eq. 1 is three lines
+        return _eq1(final, initial, begin, end, freq), "the report's own eq. 1 (core unavailable)"
+
+
+def sparsity_function(out_dir: Path) -> FigureInfo:
+    begin, end, freq = 2000, 12000, 500
+    fig = _figure(6, 4, top=0.45)
+    ax = fig.add_subplot(1, 1, 1)
+    steps = np.arange(0, 15001, 25)
+    src = ""
+    for sf in (0.5, 0.75, 0.875, 0.95):
+        f, src = schedule_fn(sf, 0.0, begin, end, freq)
+        ax.plot(steps, [float(f(int(t))) for t in steps], label=f"$s_f$ = {sf:g}")
+    ax.axvline(begin, ls=":", color="grey")
+    ax.axvline(end, ls=":", color="grey")
+    ax.text(begin, 0.02, " $t_0$", fontsize=8)
+    ax.text(end, 0.02, r" $t_0 + n\Delta t$", fontsize=8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("sparsity")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(r"Eq. 1: $s_t = s_f + (s_i - s_f)(1 - \frac{t - t_0}{n\Delta t})^3$, "
+                 f"$s_i$=0, $t_0$={begin}, $\\Delta t$={freq}, n={(end - begin) // freq}",
+                 fontsize=9)
+    cap = ("The gradual sparsity function of eq. 1 (the paper's Figure 1) for four final "
+           "sparsities: pruning is fast at first and slows as fewer weights remain. Computed by "
+           f"{src}; no run data.")
+    return FigureInfo("fig1_sparsity_function", "Figure 1: sparsity function (eq. 1)", cap,
+                      _save(fig, out_dir, "fig1_sparsity_function"))
+
+
+# ---------------------------------------------------------------- Figure 2 and layers
+def read_metrics(path: Path) -> dict:
+    """metrics.csv -> {(split, metric): (steps, values)}; ValueError when malformed."""
+    series = {}
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # a run in progress may be writing its last row
+    rd = csv.reader(lines)
+    head = next(rd, None)
+    if head is None or head[:5] != ["step", "epoch", "split", "metric", "value"]:
+        raise ValueError(f"bad header {head!r}")
+    for i, row in enumerate(rd, 2):
+        if not row:
+            continue
+        try:
+            step, val = int(float(row[0])), float(row[4])
+        except (ValueError, IndexError):
+            raise ValueError(f"line {i} is malformed: {','.join(row)[:80]!r}") from None
+        s = series.setdefault((row[2], row[3]), ([], []))
+        s[0].append(step)
+        s[1].append(val)
+    if not series:
+        raise ValueError("no rows")
+    return series
+
+
+def training_curves(run_dir: Path, run: str, family: str, synthetic: bool,
+                    out_dir: Path) -> FigureInfo:
+    series = read_metrics(run_dir / "metrics.csv")
+    m = primary_metric(family)
+    found = {k[1] for k in series if k[0] != "train"}
+    if m not in found:  # e.g. an unfinished run whose family is unknown
+        m = next((x for x in ("perplexity", "top1", "bleu", "loss") if x in found), m)
+    fig = _figure(11.5, 4, 2, right=0.3, wspace=1.9)
+    ax = fig.add_subplot(1, 2, 1)
+    if ("train", "sparsity") in series:
+        ax.plot(*series[("train", "sparsity")], color="C0", label="target sparsity")
+    ax.set_xlabel("step")
+    ax.set_ylabel("sparsity", color="C0")
+    ax.set_ylim(0, 1)
+    if ("train", "lr") in series:
+        ax2 = ax.twinx()
+        ax2.plot(*series[("train", "lr")], color="C3", label="learning rate")
+        ax2.set_ylabel("learning rate", color="C3")
+    ax.set_title("(a) sparsity schedule and learning rate", fontsize=9)
+    bx = fig.add_subplot(1, 2, 2)
+    evals = [k for k in series if k[0] != "train" and k[1] == m]
+    for k in sorted(evals):
+        bx.plot(*series[k], marker=".", label=f"{k[0]} {SHORT.get(m, m)}")
+    if not evals and ("train", "loss") in series:
+        bx.plot(*series[("train", "loss")], label="train loss")
+    bx.set_xlabel("step")
+    bx.set_ylabel(SHORT.get(m, m))
+    bx.legend(fontsize=8)
+    bx.grid(alpha=0.3)
+    bx.set_title("(b) quality during training", fontsize=9)
+    fig.suptitle(f"run {run}" + (" (SYNTHETIC DATA)" if synthetic else ""), fontsize=10)
+    cap = (f"Training of run `{run}` (the paper's Figure 2): (a) the target sparsity of the "
+           "schedule and the learning rate per step, (b) evaluation quality during training.")
+    return FigureInfo("fig2_schedule_and_quality", "Figure 2: schedule and quality of one run",
+                      cap, _save(fig, out_dir, "fig2_schedule_and_quality"), [run], synthetic)
+
+
+def layer_sparsity(run_dir: Path, run: str, synthetic: bool, out_dir: Path) -> FigureInfo:
+    """Bar chart of each pruned tensor's sparsity at the last mask update in sparsity.csv."""
+    last = {}
+    text = (run_dir / "sparsity.csv").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # a run in progress may be writing its last row
+    rd = csv.DictReader(lines)
+    if not {"step", "layer", "sparsity"} <= set(rd.fieldnames or ()):
+        raise ValueError(f"bad header {rd.fieldnames!r}")
+    for i, row in enumerate(rd, 2):
+        try:
+            step, sp = int(float(row["step"])), float(row["sparsity"])
+            tgt = float(row.get("target_sparsity") or "nan")
+        except (TypeError, ValueError):
+            raise ValueError(f"line {i} is malformed") from None
+        if row["layer"] not in last or step >= last[row["layer"]][0]:
+            last[row["layer"]] = (step, sp, tgt)
+    if not last:
+        raise ValueError("no rows")
+    layers = list(last)
+    size = 6 if len(layers) > 30 else 8
+    left = min(0.3 + 0.075 * size / 8 * max(len(k) for k in layers), 4.0)
+    fig = _figure(5 + left, min(1.2 + 0.22 * len(layers), 30), left=left, top=0.4)
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(len(layers))
+    ax.barh(y, [last[k][1] for k in layers], color="C0", label="final sparsity")
+    ax.scatter([last[k][2] for k in layers], y, marker="|", s=120, color="C3", label="target")
+    ax.set_yticks(y, layers, fontsize=size)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("sparsity")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"per-layer sparsity, run {run}" + (" (SYNTHETIC DATA)" if synthetic else ""),
+                 fontsize=9)
+    step = max(v[0] for v in last.values())
+    cap = (f"Sparsity of each pruned tensor of run `{run}` at its last mask update (step {step}; "
+           f"{len(layers)} tensors), with the target as a red tick.")
+    return FigureInfo("layer_sparsity", "Per-layer sparsity of one run", cap,
+                      _save(fig, out_dir, "layer_sparsity"), [run], synthetic)
+

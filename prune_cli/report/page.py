@@ -1,0 +1,173 @@
+"""One page, index.md (+ index.html), showing every table and figure with a sentence on what it
+shows and which runs it came from. The page is a list of blocks rendered twice."""
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from .tables import to_markdown
+
+
+def runs_sentence(runs: list, synthetic: set) -> str:
+    """'From 3 runs: a/1, a/2, b/1.' or, for many, the experiments with counts."""
+    if not runs:
+        return "No runs."
+    syn = [r for r in runs if r in synthetic]
+    tail = f" ({len(syn)} on synthetic data)" if syn else ""
+    if len(runs) <= 8:
+        return f"From {len(runs)} run(s){tail}: " + ", ".join(f"`{r}`" for r in runs) + "."
+    exps = Counter(r.split("/")[0] for r in runs)
+    top = ", ".join(f"`{e}` ({n})" for e, n in exps.most_common(10))
+    more = f" and {len(exps) - 10} more experiments" if len(exps) > 10 else ""
+    return (f"From {len(runs)} runs{tail} in experiments {top}{more}; the run ids of each "
+            "configuration are in the `runs` column of the CSV tables.")
+
+
+def blocks_for(ctx: dict) -> list:
+    """ctx: counts, tables, summary, figures, incomplete, skipped, notes, synthetic, paper_dir."""
+    b = [("h1", "prune-cli report: large-sparse vs small-dense (Zhu & Gupta 2017)")]
+    b.append(("p", f"Generated from `{ctx['runs_dir']}`: {ctx['n_finished']} finished run(s) in "
+                   f"{ctx['n_configs']} configuration(s), {len(ctx['incomplete'])} incomplete, "
+                   f"{len(ctx['skipped'])} skipped file(s)."))
+    if ctx["n_finished"] == 0:
+        b.append(("p", "**No finished runs yet.** Start some with `prune-run ...` and run "
+                       "`make report` again; incomplete runs are listed below."))
+    if ctx["synthetic"]:
+        b.append(("p", f"**Synthetic data:** {len(ctx['synthetic'])} run(s) used synthetic data "
+                       "(e.g. `fake_imagenet`); they are marked `(synthetic)` in tables and "
+                       "`SYNTHETIC DATA` in figures, get no paper values, and their quality "
+                       "says nothing about the paper's claims."))
+    else:
+        b.append(("p", "Synthetic data: none of the runs shown used synthetic data."))
+    b.append(("p", "The paper's published numbers (`" + str(ctx["paper_dir"]) + "`, typed from "
+                   "Zhu & Gupta 2017, Tables 1-6) appear only in columns named `paper ...`, and "
+                   "`Δ vs paper` is measured minus paper. They are given only where family, "
+                   "base model, target sparsity and dataset (ptb / imagenet / wmt16, not "
+                   "synthetic) all match. Quality is the mean ± sample standard deviation over "
+                   "`n` seeds."))
+    for note in ctx["notes"]:
+        b.append(("p", note))
+    tables = {t.name: t for t in ctx["tables"]}
+    b.append(("h2", "Per-family results (the paper's Tables 1-4)"))
+    fam = [t for t in ctx["tables"] if t.name.startswith("table_")]
+    if not fam:
+        b.append(("p", "No finished runs, so no family tables."))
+    for t in fam:
+        b += _table_blocks(t, "One row per configuration (dataset, base model, pruning scheme, "
+                              "target sparsity): NNZ parameters and quality, with the paper's "
+                              "value and the difference where the configuration matches.", ctx)
+    sections = [
+        ("table5_storage", "Storage overhead (Table 5)",
+         "Bit-mask and CSR(C) storage per configuration in MB, from the runs' `bytes_*` fields "
+         "(the core's storage accounting); model size = 4 B x NNZ + the smaller overhead."),
+        ("table6_size_vs_quality", "Small-dense vs large-sparse by model size (Table 6)",
+         "Dense models smaller than the pruned base (small-dense) and the pruned models "
+         "(large-sparse) side by side: model size including sparse-storage overhead, and quality."),
+        ("pairing", "Large-sparse or small-dense? (the paper's question)",
+         "Each sparse model paired with the dense model of another size nearest in NNZ and the "
+         "one nearest in model size (log scale); the winner on the primary quality (perplexity "
+         "lower, top-1 / BLEU higher) and by how much."),
+    ]
+    for name, head, text in sections:
+        b.append(("h2", head))
+        if name == "pairing" and len(ctx["summary"]):
+            b.append(("p", "Per family: how often the large-sparse model wins."))
+            b.append(("table", ctx["summary"]))
+        b += _table_blocks(tables[name], text, ctx, heading=False)
+    b.append(("h2", "Figures"))
+    if not ctx["figures"]:
+        b.append(("p", "No figures."))
+    for f in ctx["figures"]:
+        b.append(("h3", f.title + (" (synthetic data)" if f.synthetic else "")))
+        b.append(("img", f.paths[0], f.title))
+        links = " · ".join(f"[{p.suffix[1:].upper()}]({_rel(p, ctx)})" for p in f.paths)
+        src = runs_sentence(f.runs, ctx["synthetic"]) if f.runs else ""
+        b.append(("p", f"{f.caption} {src} {links}".strip()))
+    b.append(("h2", "Incomplete runs"))
+    b.append(("p", "Run folders without summary.json (still running, stopped or failed), with "
+                   "the last step in their metrics.csv."))
+    inc = [{**r, "last_step": "" if r.get("last_step") is None else str(r["last_step"])}
+           for r in ctx["incomplete"]]
+    b.append(("table", pd.DataFrame(inc, columns=["run", "last_step", "reason"])))
+    b.append(("h2", "Skipped files"))
+    b.append(("p", "Files that could not be read (malformed JSON or CSV); the rest of the report "
+                   "is built without them."))
+    b.append(("table", pd.DataFrame(ctx["skipped"], columns=["file", "reason"])))
+    return b
+
+
+def _rel(p: Path, ctx: dict) -> str:
+    return Path(p).relative_to(ctx["out_dir"]).as_posix()
+
+
+def _table_blocks(t, text: str, ctx: dict, heading: bool = True) -> list:
+    b = [("h3", t.title)] if heading else []
+    files = " · ".join(f"[{e.upper()}](tables/{t.name}.{e})" for e in ("csv", "md", "tex"))
+    b.append(("p", f"{text} {runs_sentence(t.runs, ctx['synthetic'])} {files}"))
+    b.append(("table", t.show))
+    return b
+
+
+# ---------------------------------------------------------------- renderers
+def _blank(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.astype(object)
+    return df.where(df.notna(), "")
+
+
+def render_md(blocks: list, out_dir: Path) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + rest[0] + "\n")
+        elif kind == "p":
+            out.append(rest[0] + "\n")
+        elif kind == "table":
+            out.append(to_markdown(_blank(rest[0])))
+        elif kind == "img":
+            out.append(f"![{rest[1]}]({Path(rest[0]).relative_to(out_dir).as_posix()})\n")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text, quote=False)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', t)
+
+
+def render_html(blocks: list, out_dir: Path) -> str:
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>prune-cli report</title>",
+           "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+           "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+           "padding:2px 6px}img{max-width:100%}</style></head><body>"]
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline(rest[0])}</p>")
+        elif kind == "table":
+            df = _blank(rest[0])
+            if df.empty:
+                out.append("<p><i>(no rows)</i></p>")
+                continue
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
+                           + "</tr>" for row in df.itertuples(index=False))
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif kind == "img":
+            src = Path(rest[0]).relative_to(out_dir).as_posix()
+            out.append(f'<img src="{html.escape(src)}" alt="{html.escape(rest[1])}">')
+    return "\n".join(out + ["</body></html>\n"])
+
+
+def write_page(ctx: dict) -> list[Path]:
+    out_dir = Path(ctx["out_dir"])
+    blocks = blocks_for(ctx)
+    md, htm = out_dir / "index.md", out_dir / "index.html"
+    md.write_text(render_md(blocks, out_dir), encoding="utf-8")
+    htm.write_text(render_html(blocks, out_dir), encoding="utf-8")
+    return [md, htm]
