@@ -1,0 +1,119 @@
+"""Checks on a composed config, made before any work: one line saying what is wrong and what to do."""
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from prune_cli import data as datasets
+from prune_cli import models
+from prune_cli.pruning import SCHEMES
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install; see conf_dir()
+GROUPS = ("model", "data", "pruning", "optim", "trainer", "experiment", "point")
+
+
+class ConfigError(Exception):
+    """Bad input. The message is one line: what is wrong, what is allowed."""
+
+
+def data_home() -> str:
+    """Default data root when PRUNE_DATA_ROOT is unset: a per-user cache directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "prune-cli", "data")
+
+
+def conf_dir() -> Path:
+    import prune_cli.conf
+    return Path(list(prune_cli.conf.__path__)[0])
+
+
+def group_options(group: str):
+    folder = conf_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _fraction(name, value, upper_open=True):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a number: use a fraction in [0, 1), e.g. {name}=0.9")
+    if not (0.0 <= value < 1.0):
+        raise ConfigError(f"{name}={value} is outside [0, 1): use a fraction such as {name}=0.9 for 90% sparse")
+    return value
+
+
+def _writable_dir(path: str) -> None:
+    p = Path(path).expanduser().absolute()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"results_dir={path}: {probe} is a file, not a directory; choose another results_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir={path} cannot be written ({probe} is not writable); choose another results_dir")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first problem found in ``cfg``; return quietly when it is fine."""
+    m = cfg.model
+    if m.name not in models.names():
+        raise ConfigError(f"unknown model '{m.name}'; valid: {', '.join(models.names())}")
+    if "presets" in m and "size" in m and m.size not in m.presets:
+        raise ConfigError(f"unknown model.size '{m.size}' for {m.name}; valid: {', '.join(m.presets)}")
+    if "width" in m:
+        try:
+            width = float(m.width)
+        except (TypeError, ValueError):
+            width = float("nan")
+        if not 0.0 < width <= 1.0:
+            raise ConfigError(f"model.width={m.width} is not in (0, 1]: MobileNet's width multiplier scales channels, e.g. 0.25, 0.5, 0.75, 1.0")
+    for key in ("hidden", "units"):
+        if key in m and (not isinstance(m[key], int) or m[key] < 1):
+            raise ConfigError(f"model.{key}={m[key]} must be a positive integer")
+
+    sparsity = _fraction("sparsity", cfg.sparsity)
+    p = cfg.pruning
+    if p.scheme not in SCHEMES:
+        raise ConfigError(f"unknown pruning.scheme '{p.scheme}'; valid: {', '.join(SCHEMES)}")
+    if p.name == "none" and sparsity > 0:
+        raise ConfigError(f"pruning=none with sparsity={sparsity}: use pruning=gradual (or oneshot), or sparsity=0")
+    _fraction("pruning.initial_sparsity", p.initial_sparsity)
+    if p.initial_sparsity > sparsity and sparsity > 0:
+        raise ConfigError(f"pruning.initial_sparsity={p.initial_sparsity} > sparsity={sparsity}: sparsity may only grow")
+    if not isinstance(p.frequency, int) or p.frequency < 1:
+        raise ConfigError(f"pruning.frequency={p.frequency} must be a positive integer number of steps")
+    for key in ("begin_step", "end_step"):
+        if p[key] is not None and (not isinstance(p[key], int) or p[key] < 0):
+            raise ConfigError(f"pruning.{key}={p[key]} must be a non-negative integer step (or null)")
+    if p.begin_step is not None and p.end_step is not None and p.begin_step > p.end_step:
+        raise ConfigError(f"pruning.begin_step={p.begin_step} > pruning.end_step={p.end_step}: pruning must begin before it ends")
+    if sparsity > 0 and not list(m.get("prune") or []):
+        raise ConfigError(f"sparsity={sparsity} but model {m.name} has no prunable tensors (model.prune is empty); use sparsity=0")
+
+    t = cfg.trainer
+    if t.max_steps is not None and (not isinstance(t.max_steps, int) or t.max_steps < 1):
+        raise ConfigError(f"trainer.max_steps={t.max_steps} must be a positive integer (or null for the full recipe)")
+    if not isinstance(t.checkpoint_every, int) or t.checkpoint_every < 1:
+        raise ConfigError(f"trainer.checkpoint_every={t.checkpoint_every} must be a positive integer number of steps")
+
+    device = str(cfg.device)
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"device={device}: use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device} but no CUDA device is available here; use device=cpu or device=auto")
+
+    init = str(cfg.init_from)
+    if init not in ("auto", "none") and not Path(init).expanduser().is_file():
+        raise ConfigError(f"init_from={init}: no such checkpoint file; give a checkpoint.pt path, or auto, or none")
+
+    _writable_dir(cfg.results_dir)
+    try:
+        datasets.check(cfg.data)
+    except datasets.DataError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # an interpolation that cannot resolve (e.g. a key the family lacks)
+        raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,115 @@
+"""The one training loop, for every family, dense and sparse alike.
+
+Steps are counted as optimizer updates done (``step`` = TF's global_step). The masks at step
+t hold the schedule's sparsity s_t: the pruner is called once at step 0 (before any update,
+so t0 = 0 prunes the initial or loaded model) and after every update.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from prune_cli.train import checkpoint as ckpt
+from prune_cli.train.optim import learning_rate
+
+
+class DivergedError(Exception):
+    """Training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    loss_sum: float = 0.0  # train loss since the last metrics row (kept across resume: exact rows)
+    loss_count: int = 0
+    elapsed: float = 0.0  # training seconds, summed over resumes
+    extra: dict = field(default_factory=dict)
+
+
+def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, total_steps: int,
+        eval_split: Optional[str], log: Callable[[str], None]) -> LoopState:
+    t = cfg.trainer
+    spe = data.steps_per_epoch
+    clip = cfg.optim.get("clip_grad_norm")
+    params = [p for p in model.parameters() if p.requires_grad]
+    eval_every = t.eval_every or spe
+    model.train()
+
+    def record_masks(step):
+        folder.log_sparsity(step, pruner.stats())
+
+    running = torch.zeros((), device=next(model.parameters()).device)
+
+    def save():
+        state.loss_sum += float(running)  # unflushed losses travel with the checkpoint
+        running.zero_()
+        if not math.isfinite(state.loss_sum):
+            raise DivergedError(f"training loss is {state.loss_sum / max(1, state.loss_count)} at step {state.step}")
+        ckpt.save(folder.checkpoint, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
+            "task": task.state_dict(), "rng": ckpt.rng_state(), "loop": state.__dict__,
+            "config": cfg_container(cfg),
+        })
+
+    if state.step == 0 and pruner.step(0):
+        record_masks(0)
+
+    bar = tqdm(total=total_steps, initial=state.step, disable=not t.progress, dynamic_ncols=True,
+               desc=f"{cfg.model.name}", unit="step", mininterval=1.0)
+    started = time.perf_counter() - state.elapsed
+    while state.step < total_steps:
+        epoch, offset = divmod(state.step, spe)
+        if offset == 0:
+            task.start_epoch(epoch)
+        for batch in data.train_epoch(epoch, offset):
+            lr = learning_rate(cfg.optim, state.step, spe, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = task.loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            pruner.mask_gradients()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            state.step += 1
+            if pruner.step(state.step):
+                record_masks(state.step)
+            running += loss.detach()
+            state.loss_count += 1
+            bar.update(1)
+
+            step = state.step
+            end_of_epoch = step % spe == 0
+            if step % t.log_every == 0 or end_of_epoch or step == total_steps:
+                state.loss_sum += float(running)  # one device sync per metrics row, not per step
+                running.zero_()
+                mean = state.loss_sum / state.loss_count
+                if not math.isfinite(mean):
+                    raise DivergedError(f"training loss is {mean} at step {step}")
+                row = {**task.train_metrics(mean), "lr": lr, "sparsity": pruner.schedule.sparsity_at(step)}
+                folder.log_metrics(step, step / spe, "train", row)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "lr"}, refresh=False)
+                state.loss_sum, state.loss_count = 0.0, 0
+            if eval_split and (step % eval_every == 0 or step == total_steps):
+                metrics = task.evaluate(model.eval(), data.eval_splits[eval_split]())
+                model.train()
+                folder.log_metrics(step, step / spe, eval_split, metrics)
+                log(f"step {step} epoch {step / spe:.2f} {eval_split} "
+                    + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            if step % t.checkpoint_every == 0 or end_of_epoch or step == total_steps:
+                state.elapsed = time.perf_counter() - started
+                save()
+            if step >= total_steps:
+                break
+    bar.close()
+    state.elapsed = time.perf_counter() - started
+    return state
+
+
+def cfg_container(cfg) -> dict:
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(cfg, resolve=True)

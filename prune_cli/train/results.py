@@ -1,0 +1,78 @@
+"""One run folder (DESIGN.md "Results"): the only code that writes into results/runs/."""
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+from omegaconf import OmegaConf
+
+METRICS_HEADER = ["step", "epoch", "split", "metric", "value"]
+SPARSITY_HEADER = ["step", "layer", "numel", "nnz", "target_sparsity", "sparsity"]
+SCHEMA_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.metrics = self.path / "metrics.csv"
+        self.sparsity = self.path / "sparsity.csv"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.summary = self.path / "summary.json"
+        self.log = self.path / "run.log"
+
+    @property
+    def finished(self) -> bool:
+        return self.summary.is_file()
+
+    def start(self, job_cfg, hydra_cfg, resume_step: int = None) -> None:
+        """Create the folder (fresh run) or drop rows written after the checkpoint (resume)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            record = self.path / ".hydra"
+            record.mkdir(exist_ok=True)
+            OmegaConf.save(job_cfg, record / "config.yaml")
+            if hydra_cfg is not None:
+                OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
+                OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
+            for path, header in ((self.metrics, METRICS_HEADER), (self.sparsity, SPARSITY_HEADER)):
+                atomic_write_text(path, ",".join(header) + "\n")
+        else:
+            # A killed run may have appended rows past its last checkpoint: the resumed run
+            # writes them again, so keep only what the checkpoint had seen.
+            for path, header in ((self.metrics, METRICS_HEADER), (self.sparsity, SPARSITY_HEADER)):
+                self._keep_rows_until(path, header, resume_step)
+
+    @staticmethod
+    def _keep_rows_until(path: Path, header: Sequence[str], step: int) -> None:
+        rows = []
+        if path.is_file():
+            with open(path, newline="") as f:
+                for row in csv.reader(f):
+                    if len(row) == len(header) and row[0].isdigit() and int(row[0]) <= step:
+                        rows.append(row)
+        lines = [",".join(header)] + [",".join(r) for r in rows]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+
+    def _append(self, path: Path, rows: Iterable[List]) -> None:
+        with open(path, "a", newline="") as f:
+            csv.writer(f).writerows(rows)
+
+    def log_metrics(self, step: int, epoch: float, split: str, metrics: dict) -> None:
+        self._append(self.metrics, [[step, f"{epoch:.4f}", split, k, repr(float(v))] for k, v in metrics.items()])
+
+    def log_sparsity(self, step: int, stats) -> None:
+        self._append(self.sparsity, [[step, s.name, s.numel, s.nnz, repr(s.target_sparsity), repr(s.sparsity)]
+                                     for s in stats])
+
+    def write_summary(self, record: dict) -> None:
+        atomic_write_text(self.summary, json.dumps({"schema_version": SCHEMA_VERSION, **record}, indent=1) + "\n")

@@ -1,0 +1,248 @@
+"""One run, start to finish: build, resume or initialise, train, evaluate, summarise.
+
+Everything that can refuse (a corrupt or foreign checkpoint, an init_from that does not fit)
+is checked before the first byte is written into the run folder.
+"""
+import json
+import logging
+import math
+import platform
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from prune_cli import data as datasets
+from prune_cli import models
+from prune_cli.pruning import GradualSchedule, Pruner, storage_report
+from prune_cli.train import checkpoint as ckpt
+from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
+from prune_cli.train.optim import build_optimizer
+from prune_cli.train.results import RunFolder
+from prune_cli.train.tasks import build_task
+
+log = logging.getLogger("prune_cli")
+
+# Keys that may differ between a checkpoint and the command resuming it.
+VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress")
+
+
+class RunError(Exception):
+    """Bad input found while preparing a run (exit status 2); nothing was written."""
+
+
+def _drop(container: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        container = container.get(key, {})
+    container.pop(last, None)
+
+
+def comparable(container: dict) -> dict:
+    container = json.loads(json.dumps(container))
+    for key in VOLATILE:
+        _drop(container, key)
+    return container
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def find_dense_run(cfg, seed: int):
+    """init_from=auto: the finished dense run of the same model and data, same seed preferred."""
+    want_model = json.dumps(cfg_container(cfg.model), sort_keys=True)
+    found = []
+    for summary in sorted(Path(cfg.results_dir, "runs").glob("*/*/summary.json")):
+        try:
+            rec = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            continue
+        ckpt_path = summary.parent / "checkpoint.pt"
+        if (rec.get("target_sparsity") == 0 and rec.get("model_config") == want_model
+                and rec.get("dataset") == cfg.data.name and ckpt_path.is_file()):
+            found.append((rec.get("seed") != seed, str(ckpt_path)))
+    return min(found)[1] if found else None
+
+
+def load_init(model, path: str):
+    state = ckpt.load(Path(path))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise RunError(f"init_from={path} does not fit this model ({str(e).splitlines()[0][:100]}); "
+                       "give a checkpoint of the same model and size") from None
+
+
+def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bool) -> GradualSchedule:
+    p = cfg.pruning
+    sparsity = float(cfg.sparsity) if p.name != "none" else 0.0
+    freq = p.frequency
+    if p.begin_step is not None or p.end_step is not None:
+        begin = p.begin_step if p.begin_step is not None else 0
+        end = p.end_step if p.end_step is not None else begin
+    else:
+        begin = 0 if from_trained else round(p.warmup_epochs * steps_per_epoch)
+        end = begin + round(p.span_epochs * steps_per_epoch)
+        planned = cfg.trainer.epochs * steps_per_epoch
+        if total_steps < planned:  # a capped run: scale the schedule so it still ends at the target
+            begin, end = begin * total_steps // planned, end * total_steps // planned
+        end = min(end, total_steps)
+        begin = min(begin, end)
+        end -= (end - begin) % freq
+    if p.name == "oneshot":
+        return GradualSchedule(sparsity, sparsity, begin, begin, 1)
+    return GradualSchedule(sparsity, min(p.initial_sparsity, sparsity), begin, end, freq)
+
+
+def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device) -> dict:
+    m = cfg.model
+    report = storage_report(model, pruner.masks)
+    masked = pruner.stats()
+    pruned = sum(s.numel for s in masked)
+    record = {
+        "exp_name": cfg.exp_name, "run_id": run_id, "model": m.name, "family": m.name,
+        "size": m.get("size"), "hidden": m.get("hidden"), "width": m.get("width"), "units": m.get("units"),
+        "dataset": data.meta.get("dataset", cfg.data.name), "synthetic": bool(data.meta.get("synthetic", False)),
+        "target_sparsity": float(cfg.sparsity), "pruning": cfg.pruning.name, "scheme": cfg.pruning.scheme,
+        "achieved_sparsity": 1.0 - sum(s.nnz for s in masked) / pruned if pruned else 0.0,
+        **{k: v for k, v in report.as_dict().items() if k != "params_pruned"},
+        "params_pruned": report.params_pruned,
+        "steps": state.step, "epochs": state.step / data.steps_per_epoch, "wall_time_s": round(state.elapsed, 3),
+        "seed": cfg.seed, "lr": float(cfg.optim.lr), "init_from": init_from,
+        "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
+        "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
+        "status": "finished",
+    }
+    if "perplexity" in final.get("test", {}) or "perplexity" in final.get("valid", {}):
+        record["perplexity"] = final.get("test", {}).get("perplexity")
+        record["val_perplexity"] = final.get("valid", {}).get("perplexity")
+    for split in ("val", "test"):
+        if "top1" in final.get(split, {}):
+            record["top1"], record["top5"] = final[split]["top1"], final[split]["top5"]
+            record["eval_split"] = split
+            break
+    return record
+
+
+def run(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    run_dir = Path(hydra_cfg.runtime.output_dir) if hydra_cfg else Path(cfg.results_dir, "runs", cfg.exp_name, cfg.run_id)
+    run_id = run_dir.name
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("run_id", None)
+    try:
+        _run(cfg, RunFolder(run_dir), run_id, hydra_cfg)
+    except (RunError, ckpt.CheckpointError, datasets.DataError) as e:
+        print(f"prune-run: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except DivergedError as e:
+        log.error(f"{e}: stopped; the last good checkpoint is kept in {run_dir}")
+        print(f"prune-run: error: {e}; stopped, the last good checkpoint is kept in {run_dir}", file=sys.stderr)
+        sys.exit(3)
+
+
+def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
+    if folder.finished:
+        print(f"prune-run: {folder.path} is finished (summary.json exists): nothing to do", file=sys.stderr)
+        return
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = datasets.build(cfg.data, cfg.seed)
+    model = models.build(cfg.model, data.meta).to(device)
+    task = build_task(cfg, device)
+    spe = data.steps_per_epoch
+    total = cfg.trainer.epochs * spe
+    if cfg.trainer.max_steps is not None:
+        total = min(total, cfg.trainer.max_steps)
+
+    state = ckpt.load(folder.checkpoint) if folder.checkpoint.is_file() else None
+    if state is not None and comparable(state["config"]) != comparable(cfg_container(cfg)):
+        raise RunError(f"checkpoint {folder.checkpoint} was written by a different config; it was left as it is: "
+                       "use another exp_name or results_dir, or move the folder away")
+    init_from = "scratch"
+    if state is None and float(cfg.sparsity) > 0 and str(cfg.init_from) == "auto":
+        init_from = find_dense_run(cfg, cfg.seed) or "scratch"
+    elif state is None and str(cfg.init_from) not in ("auto", "none"):
+        init_from = str(Path(cfg.init_from).expanduser())
+    if init_from != "scratch":
+        load_init(model, init_from)
+
+    schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch")
+    pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme)
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    loop = LoopState()
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            pruner.load_state_dict(state["pruner"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise RunError(f"checkpoint {folder.checkpoint} does not fit this run ({str(e).splitlines()[0][:100]}); "
+                           "it was left as it is: move it away to start over") from None
+        task.load_state_dict(state["task"])
+        loop = LoopState(**state["loop"])
+        init_from = loop.extra.get("init_from", init_from)
+
+    # -- from here on, the run folder is written ----------------------------------------
+    folder.start(cfg, hydra_cfg, resume_step=loop.step if state is not None else None)
+    handler = logging.FileHandler(folder.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    console = _TqdmHandler()
+    log.addHandler(handler)
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    say = log.info
+    try:
+        say(("resume" if state else "start") + f" {folder.path} at step {loop.step}/{total} on {device}; "
+            f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}")
+        if state is not None:
+            ckpt.set_rng_state(state["rng"])
+        splits = list(data.eval_splits)
+        eval_split = next((s for s in splits if s != "test"), None)
+        loop.extra["init_from"] = init_from
+        loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg, folder=folder,
+                   state=loop, total_steps=total, eval_split=eval_split, log=say)
+        final = {}
+        wanted = list(cfg.trainer.eval_splits) if cfg.trainer.eval_splits else splits
+        for split in wanted:
+            final[split] = task.evaluate(model.eval(), data.eval_splits[split]())
+            folder.log_metrics(loop.step, loop.step / spe, split, final[split])
+            say(f"final {split} " + " ".join(f"{k} {v:.4g}" for k, v in final[split].items()))
+        folder.write_summary(summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device))
+        say(f"finished {folder.path} in {loop.elapsed:.1f} s")
+    finally:
+        for h in (handler, console):
+            log.removeHandler(h)
+        handler.close()
+
+
+class _TqdmHandler(logging.Handler):
+    """Console lines that do not break the progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        tqdm.write(f"[{record.name}] {record.getMessage()}", file=sys.stderr)
