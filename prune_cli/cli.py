@@ -3,6 +3,7 @@ import hashlib
 import io
 import re
 import sys
+from pathlib import Path
 from typing import List
 
 import hydra
@@ -19,8 +20,8 @@ def run_id(override_dirname: str) -> str:
     """Folder name of a run: its identifying overrides, made path-safe (long ones hashed)."""
     name = override_dirname or "defaults"
     name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", name)
-    if len(name) > 120:
-        name = name[:100] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
+    if len(name) > 200:  # file names stop at 255 bytes
+        name = name[:180] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
     return name
 
 
@@ -46,6 +47,7 @@ class ValidateFirst(Callback):
             validate(job_config(config))
         except ConfigError as e:
             fail(str(e))
+        note_existing(config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str = None, **kwargs) -> None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -62,6 +64,18 @@ class ValidateFirst(Callback):
                     validate(job_config(job))
                 except ConfigError as e:
                     fail(f"{e} (in job: {' '.join(overrides)})")
+                note_existing(job)
+
+
+def note_existing(cfg: DictConfig) -> None:
+    """Remember which result folders exist before Hydra creates a run's folder, so that a run
+    refused later (a checkpoint that does not fit) can leave results/ exactly as it found it."""
+    from prune_cli.train import run as run_module
+
+    base = Path(cfg.results_dir)
+    for folder in (base, base / "runs", base / "runs" / str(cfg.exp_name)):
+        if folder.exists():
+            run_module.PREEXISTING.add(folder.absolute())
 
 
 def check_group_choices(args: List[str]) -> None:

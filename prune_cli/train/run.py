@@ -28,7 +28,20 @@ from prune_cli.train.tasks import build_task
 log = logging.getLogger("prune_cli")
 
 # Keys that may differ between a checkpoint and the command resuming it.
-VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress")
+VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "data.root", "data.download")
+
+
+# Result folders that existed before Hydra made this run's folder (filled in by the CLI).
+PREEXISTING = set()
+
+
+def undo_mkdir(run_dir: Path, results_dir: Path) -> None:
+    """Remove the empty folders Hydra created for a run that was refused before writing."""
+    top = results_dir.absolute()
+    folder = run_dir.absolute()
+    while folder != top.parent and folder not in PREEXISTING and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 class RunError(Exception):
@@ -157,6 +170,7 @@ def run(cfg) -> None:
     try:
         _run(cfg, RunFolder(run_dir), run_id, hydra_cfg)
     except (RunError, ckpt.CheckpointError, datasets.DataError) as e:
+        undo_mkdir(run_dir, Path(cfg.results_dir))
         print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
     except DivergedError as e:
