@@ -131,6 +131,11 @@ def main() -> None:
                 fail(_one_line(held))
             _stderr.write(held)
         raise
+    except Exception as e:  # Hydra's own argument checks (e.g. --cfg with -m) raise before any job
+        if not _started:
+            _release_stderr()
+            fail(str(e).splitlines()[0])
+        raise
     finally:
         if not _started:
             _stderr.write(_release_stderr())

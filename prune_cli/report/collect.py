@@ -78,8 +78,10 @@ def base_of(s: dict) -> tuple[str, float]:
     fam = s.get("family")
     size, hidden, width, units = s.get("size"), s.get("hidden"), s.get("width"), s.get("units")
     if fam == "ptb_lstm" or (fam not in FAMILIES and size):
-        if size:
-            label = str(size).lower()
+        label = str(size).lower() if size else None
+        # A size names the paper's model only at its own width: model.size=small with
+        # model.hidden=48 is Zaremba's small recipe on another model, labelled by its width.
+        if label and (hidden is None or LSTM_SIZES.get(label) == int(hidden)):
             return label, float(hidden or LSTM_SIZES.get(label, 0))
         if hidden is not None:
             return f"hidden={int(hidden)}", float(hidden)

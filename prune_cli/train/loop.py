@@ -94,7 +94,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
                 folder.log_metrics(step, step / spe, "train", row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "lr"}, refresh=False)
                 state.loss_sum, state.loss_count = 0.0, 0
-            if eval_split and (step % eval_every == 0 or step == total_steps):
+            if eval_split and step % eval_every == 0 and step < total_steps:  # the end has its own evaluation
                 metrics = task.evaluate(model.eval(), data.eval_splits[eval_split]())
                 model.train()
                 folder.log_metrics(step, step / spe, eval_split, metrics)
