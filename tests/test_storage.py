@@ -54,5 +54,11 @@ def test_paper_table5_and_6_arithmetic():
 def test_bad_inputs():
     with pytest.raises(ValueError, match="at least 1 bit"):
         storage_report(nn.Linear(2, 2), bits=0)
-    with pytest.raises(ValueError, match="does not have: nope"):
+    with pytest.raises(ValueError, match="does not store: nope"):
         storage_report(nn.Linear(2, 2), {"nope": torch.ones(2)})
+
+
+def test_batchnorm_parameters_fold_away():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    r = storage_report(model)
+    assert r.params_total == 12 + 10  # conv 4x3 + linear 4x2 + 2; BN's 8 parameters fold into the conv

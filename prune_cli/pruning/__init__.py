@@ -1,9 +1,9 @@
 """The pruning core shared by every model family and by dense and sparse runs alike."""
 from .masks import SCHEMES, LayerStats, Pruner, global_topk_masks, keep_count, topk_mask
 from .schedule import ConstantSchedule, GradualSchedule, OneShotSchedule
-from .storage import StorageReport, csr_fillers, storage_report
+from .storage import StorageReport, counted_parameters, csr_fillers, storage_report
 
 __all__ = [
     "ConstantSchedule", "GradualSchedule", "OneShotSchedule", "Pruner", "SCHEMES", "LayerStats",
-    "keep_count", "topk_mask", "global_topk_masks", "StorageReport", "storage_report", "csr_fillers",
+    "keep_count", "topk_mask", "global_topk_masks", "StorageReport", "storage_report", "csr_fillers", "counted_parameters",
 ]

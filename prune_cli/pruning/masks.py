@@ -250,7 +250,7 @@ class Pruner:
             self.masks[name].copy_(keep)
         elif target > 0:
             p = self.params[self.names.index(name)]
-            self.masks[name] = keep.to(dtype=p.dtype)
+            self.masks[name] = torch.empty_like(p).copy_(keep)  # the weight's layout (e.g. channels_last)
             self._index_masks()
 
     # -- statistics -----------------------------------------------------------------------
@@ -285,7 +285,7 @@ class Pruner:
         for n, m in state["masks"].items():
             if m.shape != named[n].shape:
                 raise ValueError(f"mask for '{n}' has shape {tuple(m.shape)}, the parameter {tuple(named[n].shape)}")
-            self.masks[n] = m.to(device=named[n].device, dtype=named[n].dtype)
+            self.masks[n] = torch.empty_like(named[n]).copy_(m)
         self.targets = dict(state["targets"])
         self._index_masks()
         self.apply_masks()

@@ -65,7 +65,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
         if offset == 0:
             task.start_epoch(epoch)
         for batch in data.train_epoch(epoch, offset):
-            lr = learning_rate(cfg.optim, state.step, spe, total_steps)
+            lr = learning_rate(cfg.optim, state.step, spe, total_steps, state.extra.get("lr_scale", 1.0))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = task.loss(model, batch)

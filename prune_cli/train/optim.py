@@ -21,9 +21,9 @@ def build_optimizer(cfg, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optim.name '{name}'; valid: sgd, rmsprop, adam")
 
 
-def learning_rate(cfg, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Learning rate for optimizer step ``step`` (0-based)."""
-    lr, sched = cfg.lr, cfg.lr_schedule
+def learning_rate(cfg, step: int, steps_per_epoch: int, total_steps: int, scale: float = 1.0) -> float:
+    """Learning rate for optimizer step ``step`` (0-based); ``scale`` multiplies the initial rate."""
+    lr, sched = cfg.lr * scale, cfg.lr_schedule
     epoch = step // steps_per_epoch
     name = sched.name
     if name == "constant":

@@ -142,7 +142,7 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         **{k: v for k, v in report.as_dict().items() if k != "params_pruned"},
         "params_pruned": report.params_pruned,
         "steps": state.step, "epochs": state.step / data.steps_per_epoch, "wall_time_s": round(state.elapsed, 3),
-        "seed": cfg.seed, "lr": float(cfg.optim.lr), "init_from": init_from,
+        "seed": cfg.seed, "lr": float(cfg.optim.lr) * state.extra.get("lr_scale", 1.0), "init_from": init_from,
         "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
         "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
         "status": "finished",
@@ -187,6 +187,8 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
     seed_everything(cfg.seed)
     data = datasets.build(cfg.data, cfg.seed)
     model = models.build(cfg.model, data.meta).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, device)
     spe = data.steps_per_epoch
     total = cfg.trainer.epochs * spe
@@ -238,6 +240,9 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
         splits = list(data.eval_splits)
         eval_split = next((s for s in splits if s != "test"), None)
         loop.extra["init_from"] = init_from
+        # Section 4.1: pruning a trained model reuses its schedule at a smaller learning rate.
+        from_trained = init_from != "scratch" and float(cfg.sparsity) > 0
+        loop.extra["lr_scale"] = float(cfg.optim.get("sparse_lr_factor", 1.0)) if from_trained else 1.0
         loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg, folder=folder,
                    state=loop, total_steps=total, eval_split=eval_split, log=say)
         final = {}
