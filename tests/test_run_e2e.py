@@ -88,6 +88,7 @@ def test_finished_run_is_skipped_and_nothing_rewritten(data_root, tmp_path):
     args = TINY + ["trainer.epochs=1"]
     assert prune_run(args, data_root, tmp_path).returncode == 0
     d = run_dir(tmp_path)
+    assert read_csv(d / "sparsity.csv") == []  # dense: no masks, no rows
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in d.rglob("*") if p.is_file()}
     out = prune_run(args, data_root, tmp_path)
     assert out.returncode == 0 and "nothing to do" in out.stderr

@@ -39,7 +39,8 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
     model.train()
 
     def record_masks(step):
-        folder.log_sparsity(step, pruner.stats())
+        if pruner.masks:  # a dense run (or a dense start) has no masks to report
+            folder.log_sparsity(step, pruner.stats())
 
     running = torch.zeros((), device=next(model.parameters()).device)
 
