@@ -253,3 +253,45 @@ def test_property_final_nnz_exact_for_any_shape(rows, cols, final, freq, n, seed
         assert [s.nnz for s in stats] == [keep_count(s.numel, final) for s in stats]
     for n_, p in zip(pruner.names, pruner.params):
         assert torch.all(p[pruner.masks[n_] == 0] == 0)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "sgd_plain"])
+def test_optimizer_aware_pruner_skips_the_weight_pass_bit_identically(opt):
+    def build():
+        model, _, _ = make(opt="sgd")
+        params = model.parameters()
+        optimizer = {
+            "sgd": lambda: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True),
+            "sgd_plain": lambda: torch.optim.SGD(params, lr=0.5),
+            "adam": lambda: torch.optim.Adam(params, lr=0.05, weight_decay=1e-2, amsgrad=True),
+            "adamw": lambda: torch.optim.AdamW(params, lr=0.05, weight_decay=0.1),
+            "rmsprop": lambda: torch.optim.RMSprop(params, lr=0.01, momentum=0.9, centered=True, weight_decay=1e-3),
+            "adagrad": lambda: torch.optim.Adagrad(params, lr=0.1, initial_accumulator_value=0.1),
+        }[opt]()
+        return model, optimizer
+
+    model_a, opt_a = build()  # reference: weights re-masked after every step
+    pruner_a = Pruner(model_a, GradualSchedule(0.8, 0.0, 2, 22, 4), PATTERNS)
+    train(model_a, pruner_a, opt_a, 40, clip=1.0)
+    model_b, opt_b = build()  # optimizer-aware: weights re-masked only at the 6 updates
+    pruner_b = Pruner(model_b, GradualSchedule(0.8, 0.0, 2, 22, 4), PATTERNS, optimizer=opt_b)
+    calls = []
+    original = pruner_b.apply_masks
+    pruner_b.apply_masks = lambda: (calls.append(1), original())
+    train(model_b, pruner_b, opt_b, 40, clip=1.0)
+    assert len(calls) == 6
+    for (n, a), b in zip(model_a.named_parameters(), model_b.parameters()):
+        assert torch.equal(a, b), n
+    for n, m in pruner_b.masks.items():
+        assert torch.all(dict(model_b.named_parameters())[n][m == 0] == 0)
+
+
+def test_unknown_optimizer_re_masks_every_step():
+    model, _, _ = make()
+    optimizer = torch.optim.Rprop(model.parameters(), lr=0.01)
+    pruner = Pruner(model, GradualSchedule(0.5, 0.0, 0, 0, 1), PATTERNS, optimizer=optimizer)
+    calls = []
+    original = pruner.apply_masks
+    pruner.apply_masks = lambda: (calls.append(1), original())
+    train(model, pruner, optimizer, 5)
+    assert len(calls) == 5

@@ -24,6 +24,11 @@ import torch.nn as nn
 from .schedule import GradualSchedule
 
 SCHEMES = ("uniform", "layerwise_constant", "global")
+# Optimizers whose update of a weight is exactly zero when the weight, its gradient and its
+# per-weight state are zero (weight decay included): with their pruned state cleared at each
+# mask update, a masked gradient alone keeps pruned weights at zero between updates.
+ZERO_PRESERVING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop,
+                   torch.optim.Adagrad, torch.optim.Adamax, torch.optim.NAdam, torch.optim.Adadelta)
 _CHUNK = 1 << 22  # elements per pass-chunk: bounds temporaries to a few tens of MB
 _HI_BUCKETS = 1 << 15  # keys are 31-bit; high 15 bits
 _LO_BUCKETS = 1 << 16  # low 16 bits
@@ -165,17 +170,25 @@ class Pruner:
         pruner.step(step)            # raises sparsity when due; re-masks the weights
 
     ``params``: exact parameter names or glob patterns (``"lstm.weight_*"``).
+    ``optimizer`` (optional): at each mask update the pruned positions of its per-weight state
+    (momentum buffers, Adam moments, ...) are zeroed; for the optimizers in ZERO_PRESERVING
+    (SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam, Adadelta) a zero weight with a zero
+    gradient and zero state then stays exactly zero, so the weights are re-masked only at
+    updates and a step costs one fused multiply instead of two. Without an optimizer, or with
+    any other, the weights are re-masked after every step.
     ``scheme``: ``uniform`` (every tensor at the schedule's sparsity), ``layerwise_constant``
     (each update interval is subdivided and one tensor at a time is brought to the level:
     tensor j of L updates ``floor(j * frequency / L)`` steps after the schedule's update
     step) or ``global`` (one threshold over all selected tensors, total NNZ exact).
     """
 
-    def __init__(self, model: nn.Module, schedule: GradualSchedule, params, scheme: str = "uniform"):
+    def __init__(self, model: nn.Module, schedule: GradualSchedule, params, scheme: str = "uniform",
+                 optimizer: Optional[torch.optim.Optimizer] = None):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pruning scheme '{scheme}'; use one of {', '.join(SCHEMES)}")
         self.schedule = schedule
         self.scheme = scheme
+        self.optimizer = optimizer
         self.names = _resolve(model, params)
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
@@ -201,8 +214,21 @@ class Pruner:
         updated = self.is_update_step(step)
         if updated:
             self.update_masks(self.target_at(step))
-        self.apply_masks()
+            self._clear_optimizer_state()
+            self.apply_masks()
+        elif type(self.optimizer) not in ZERO_PRESERVING:
+            self.apply_masks()
         return updated
+
+    @torch.no_grad()
+    def _clear_optimizer_state(self) -> None:
+        """Zero the optimizer's per-weight state (momentum, Adam moments, ...) at pruned positions."""
+        if self.optimizer is None:
+            return
+        for p, m in zip(self._masked_params, self._mask_list):
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(m)
 
     @torch.no_grad()
     def mask_gradients(self) -> None:

@@ -208,8 +208,8 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
         load_init(model, init_from)
 
     schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch")
-    pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme)
     optimizer = build_optimizer(cfg.optim, model.parameters())
+    pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer)
     loop = LoopState()
     if state is not None:
         try:
