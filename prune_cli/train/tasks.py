@@ -22,19 +22,23 @@ class LanguageModelTask:
     def __init__(self, cfg, device):
         self.device = device
         self.hidden = None
+        self.bptt = cfg.data.bptt
 
     def start_epoch(self, epoch: int) -> None:
         self.hidden = None  # Zaremba: every epoch starts from a zero state
 
     def loss(self, model, batch):
+        """The NLL summed over the unrolled steps and averaged over the batch: the objective of
+        Zaremba et al. and of the paper's TF code, for which learning rate 1 and clip 5 are set
+        (a per-token mean would shrink every step bptt-fold)."""
         x, y = _to(batch, self.device)
         logits, hidden = model(x, self.hidden)
         self.hidden = tuple(h.detach() for h in hidden)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / x.size(0)
 
-    @staticmethod
-    def train_metrics(mean_loss: float) -> dict:
-        return {"loss": mean_loss, "perplexity": math.exp(min(mean_loss, 700.0))}
+    def train_metrics(self, mean_loss: float) -> dict:
+        per_token = mean_loss / self.bptt
+        return {"loss": per_token, "perplexity": math.exp(min(per_token, 700.0))}
 
     @torch.no_grad()
     def evaluate(self, model, batches) -> dict:
@@ -84,8 +88,7 @@ class ClassificationTask:
             return loss
         return F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
 
-    @staticmethod
-    def train_metrics(mean_loss: float) -> dict:
+    def train_metrics(self, mean_loss: float) -> dict:
         return {"loss": mean_loss}
 
     @torch.no_grad()
