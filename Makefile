@@ -5,6 +5,14 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
+# Data root: $PRUNE_DATA_ROOT if set, else a sibling shared/data when there is one (this
+# workspace), else prune-cli's user cache (where PTB and CIFAR-10 are downloaded if online).
+ifeq ($(origin PRUNE_DATA_ROOT),undefined)
+  ifneq ($(wildcard ../shared/data),)
+    export PRUNE_DATA_ROOT := $(abspath ../shared/data)
+  endif
+endif
+
 .PHONY: help install test run report bench clean
 
 help:  ## list the targets
@@ -27,8 +35,11 @@ run: $(STAMP)  ## the main job: PTB large-sparse vs small-dense study (~10 min o
 report: $(STAMP)  ## tables and figures from results/runs into results/report
 	$(BIN)/prune-report $(ARGS)
 
-bench: $(STAMP)  ## speed and memory benchmarks, JSON into results/bench/
-	$(BIN)/python scripts/bench_pruning.py $(ARGS)
+bench: $(STAMP)  ## speed and memory benchmarks (~8 min), JSON into results/bench/
+	$(BIN)/python scripts/bench_pruning.py
+	$(BIN)/python scripts/bench_runner.py --family ptb
+	$(BIN)/python scripts/bench_runner.py --family mobilenet
+	$(BIN)/python scripts/bench_report.py
 
 clean:  ## remove .venv and build files (never results/)
 	rm -rf $(VENV) build dist *.egg-info
