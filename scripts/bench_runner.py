@@ -2,7 +2,8 @@
 
 Same model, same data, same optimizer, same threads. prune-run's time is its summary's
 wall_time_s (the training loop with its metrics rows, progress bar and checkpoints; start-up
-and the final evaluation excluded) divided by its steps. Blocks alternate plain / prune-run
+and the final evaluation excluded) divided by its steps; the plain loop is timed the same
+way, from its first step to its last. Blocks alternate plain / prune-run
 to cancel drift on a busy machine; the medians are compared.
 
     python scripts/bench_runner.py --family ptb          # PTB small, target <= 1.05x
@@ -54,10 +55,8 @@ def plain_loop(cfg, steps: int) -> float:
     model.train()
     batches = data.train_epoch(0, 0)
     hidden = None
-    t0 = None
-    for i in range(steps + 3):
-        if i == 3:
-            t0 = time.perf_counter()  # after warm-up
+    t0 = time.perf_counter()  # from the first step, as prune-run's wall_time_s
+    for _ in range(steps):
         x, y = next(batches)
         if lm:
             logits, hidden = model(x, hidden)
