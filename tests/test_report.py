@@ -377,3 +377,14 @@ def test_rerun_removes_stale_outputs(tmp_path):
     assert r["n_finished"] == 11 and "nmt/u1024_s80" in {i["run"] for i in r["collection"].incomplete}
     assert not gnmt.exists() and not (out / "tables" / "table_gnmt.csv").exists()
     assert keep.read_text() == "mine"   # only files the report wrote are removed
+
+
+def test_lstm_base_label_and_validation_only_primary_metric():
+    from prune_cli.report.collect import base_of, primary_metric
+
+    assert base_of({"family": "ptb_lstm", "size": "small", "hidden": 200}) == ("small", 200.0)
+    # Zaremba's small recipe on another width is that width, not the paper's small model.
+    assert base_of({"family": "ptb_lstm", "size": "small", "hidden": 48}) == ("hidden=48", 48.0)
+    assert primary_metric("ptb_lstm", {"perplexity": 80.0, "val_perplexity": 83.0}) == "perplexity"
+    assert primary_metric("ptb_lstm", {"perplexity": None, "val_perplexity": 83.0}) == "val_perplexity"
+    assert primary_metric("mobilenet", {"top1": 70.0}) == "top1"

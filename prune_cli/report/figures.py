@@ -249,6 +249,8 @@ def training_curves(run_dir: Path, run: str, family: str, synthetic: bool,
     ax.set_title("(a) sparsity schedule and learning rate", fontsize=9)
     bx = fig.add_subplot(1, 2, 2)
     evals = [k for k in series if k[0] != "train" and k[1] == m]
+    if ("train", m) in series:  # the LM logs its training perplexity too: the curve between evaluations
+        bx.plot(*series[("train", m)], color="0.6", lw=1, label=f"train {SHORT.get(m, m)}")
     for k in sorted(evals):
         bx.plot(*series[k], marker=".", label=f"{k[0]} {SHORT.get(m, m)}")
     if not evals and ("train", "loss") in series:
@@ -260,7 +262,8 @@ def training_curves(run_dir: Path, run: str, family: str, synthetic: bool,
     bx.set_title("(b) quality during training", fontsize=9)
     fig.suptitle(f"run {run}" + (" (SYNTHETIC DATA)" if synthetic else ""), fontsize=10)
     cap = (f"Training of run `{run}` (the paper's Figure 2): (a) the target sparsity of the "
-           "schedule and the learning rate per step, (b) evaluation quality during training.")
+           "schedule and the learning rate per step, (b) quality during training (evaluations; for "
+           "language models also the training perplexity).")
     return FigureInfo("fig2_schedule_and_quality", "Figure 2: schedule and quality of one run",
                       cap, _save(fig, out_dir, "fig2_schedule_and_quality"), [run], synthetic)
 
