@@ -185,8 +185,9 @@ def test_init_from_auto_starts_from_the_dense_run_and_prunes_at_once(data_root, 
     assert out.returncode == 0, out.stderr
     s = json.loads((run_dir(tmp_path, "sparse") / "summary.json").read_text())
     assert s["init_from"] == str(dense / "checkpoint.pt")
-    first = read_csv(run_dir(tmp_path, "sparse") / "sparsity.csv")[0]
-    assert first["step"] == "0"  # from a trained model, pruning begins at step 0
+    # From a trained model pruning begins at step 0 (s_i = 0 there, so the first mask is at 0 + dt).
+    assert "begin_step=0," in (run_dir(tmp_path, "sparse") / "run.log").read_text()
+    assert read_csv(run_dir(tmp_path, "sparse") / "sparsity.csv")[0]["step"] == "2"
     out = prune_run(TINY + ["exp_name=scratch", "sparsity=0.8", "init_from=none"], data_root, tmp_path)
     assert json.loads((run_dir(tmp_path, "scratch") / "summary.json").read_text())["init_from"] == "scratch"
     bad = prune_run(TINY + ["exp_name=x", "model.hidden=8", f"init_from='{dense / 'checkpoint.pt'}'"], data_root, tmp_path)
