@@ -5,6 +5,7 @@ path) and the run's seed, and returns a :class:`DataBundle`. Builders check thei
 in :func:`check` *before* any work, so that a missing file is one clear line, not a
 traceback half-way through a run.
 """
+import hashlib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator
@@ -35,6 +36,15 @@ class DataBundle:
     steps_per_epoch: int
     eval_splits: Dict[str, Callable[[], Iterable[Any]]]
     meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (downloads and caches are checked against it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def register(name: str, check: Callable[..., None] = None):

@@ -48,9 +48,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from . import DataBundle, DataError, register
+from . import DataBundle, DataError, register, sha256_file
 from .images import (Normalizer, cache_dir as _cache_dir, data_root, generator, opt,
-                     positive_int, random_crop_flip, sha256_file)
+                     positive_int, random_crop_flip)
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ the dataset's mean/std, labels int64 ``[B]``. The in-memory datasets (CIFAR-10) 
 images as ``[N, H, W, 3]`` (NHWC) and transform whole batches with torch ops; the float batch
 is then a channels_last tensor (NHWC storage, NCHW shape) unless a contiguous one is asked for.
 """
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -52,14 +51,6 @@ def data_root(cfg=None) -> Path:
     if not value:
         return cache_dir(cfg) / "data"
     return Path(os.path.expanduser(str(value)))
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def mix_seed(*values: int) -> int:

@@ -32,7 +32,6 @@ next-token predictions are made (the last chunk is shorter than ``bptt`` when ne
 ``N mod B`` tokens are dropped and the ``B - 1`` predictions across row boundaries are not
 made, so ``B * (N // B - 1)`` targets are scored instead of ``N - 1``.
 """
-import hashlib
 import logging
 import os
 import tempfile
@@ -45,7 +44,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import DataBundle, DataError, register
+from . import DataBundle, DataError, register, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +84,6 @@ def ptb_dir(cfg_or_root) -> Path:
 
 
 # ----------------------------------------------------------------------------- files
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _missing(directory: Path) -> List[str]:
     return [s for s in SPLITS if not (directory / FILES[s]).is_file()]
 
