@@ -11,7 +11,6 @@ to cancel drift on a busy machine; the medians are compared.
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys

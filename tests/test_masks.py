@@ -1,5 +1,4 @@
 """Exactness of mask selection: exact NNZ, exact top-k with ties by position, masks only shrink."""
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

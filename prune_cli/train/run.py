@@ -5,7 +5,6 @@ is checked before the first byte is written into the run folder.
 """
 import json
 import logging
-import math
 import platform
 import random
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from prune_cli import data as datasets
 from prune_cli import models
