@@ -205,4 +205,6 @@ def test_multirun_sweeps_sizes_and_sparsities(data_root, tmp_path):
 def test_divergence_stops_with_a_clear_message(data_root, tmp_path):
     out = prune_run(TINY + ["optim.lr=1e38", "optim.clip_grad_norm=null"], data_root, tmp_path)
     assert out.returncode == 3 and "training loss is" in out.stderr
+    assert len([ln for ln in out.stderr.splitlines() if "training loss is" in ln]) == 1
+    assert "stopped: training loss is" in next(tmp_path.glob("runs/default/*/run.log")).read_text()
     assert not list(tmp_path.glob("runs/default/*/summary.json"))

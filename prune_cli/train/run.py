@@ -173,7 +173,6 @@ def run(cfg) -> None:
         print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
     except DivergedError as e:
-        log.error(f"{e}: stopped; the last good checkpoint is kept in {run_dir}")
         print(f"prune-run: error: {e}; stopped, the last good checkpoint is kept in {run_dir}", file=sys.stderr)
         sys.exit(3)
 
@@ -242,8 +241,13 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
         # Section 4.1: pruning a trained model reuses its schedule at a smaller learning rate.
         from_trained = init_from != "scratch" and float(cfg.sparsity) > 0
         loop.extra["lr_scale"] = float(cfg.optim.get("sparse_lr_factor", 1.0)) if from_trained else 1.0
-        loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg, folder=folder,
-                   state=loop, total_steps=total, eval_split=eval_split, log=say)
+        try:
+            loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg,
+                       folder=folder, state=loop, total_steps=total, eval_split=eval_split, log=say)
+        except DivergedError as e:
+            log.removeHandler(console)  # the CLI prints the one-line error
+            say(f"stopped: {e}; the last good checkpoint is kept")
+            raise
         final = {}
         wanted = list(cfg.trainer.eval_splits) if cfg.trainer.eval_splits else splits
         for split in wanted:
