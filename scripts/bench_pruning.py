@@ -150,6 +150,24 @@ def ptb_step_flops(hidden, vocab=10_000, layers=2, tokens=700):
 # ------------------------------------------------------------------------------------------
 # 1. masked vs dense training step
 # ------------------------------------------------------------------------------------------
+def masked_update(pruner, opt, i, masked, t0, clip=None):
+    """The part of a step after backward; times the two masking calls when ``masked``."""
+    tg = ts = 0.0
+    if masked:
+        a = time.perf_counter()
+        pruner.mask_gradients()
+        tg = time.perf_counter() - a
+    if clip:
+        clip()
+    opt.step()
+    if masked:
+        a = time.perf_counter()
+        if pruner.step(i):
+            raise RuntimeError("a mask update fell inside the timed steps")
+        ts = time.perf_counter() - a
+    return time.perf_counter() - t0, tg, ts
+
+
 class PTBTask:
     def __init__(self, hidden, dropout, init_range, batch=20, bptt=35, sparsity=0.9, seed=0, vocab=10_000):
         torch.manual_seed(seed)
@@ -182,19 +200,8 @@ class PTBTask:
         out, self.h = self.model(x, self.h)
         loss = nn.functional.cross_entropy(out.reshape(-1, self.vocab), y.reshape(-1))
         loss.backward()
-        tg = ts = 0.0
-        if masked:
-            a = time.perf_counter()
-            self.pruner.mask_gradients()
-            tg = time.perf_counter() - a
-        nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
-        self.opt.step()
-        if masked:
-            a = time.perf_counter()
-            if self.pruner.step(i):
-                raise RuntimeError("a mask update fell inside the timed steps")
-            ts = time.perf_counter() - a
-        return time.perf_counter() - t0, tg, ts
+        return masked_update(self.pruner, self.opt, i, masked, t0,
+                             clip=lambda: nn.utils.clip_grad_norm_(self.model.parameters(), 5.0))
 
 
 class MobileNetTask:
@@ -228,18 +235,7 @@ class MobileNetTask:
         self.opt.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(self.model(self.x), self.y)
         loss.backward()
-        tg = ts = 0.0
-        if masked:
-            a = time.perf_counter()
-            self.pruner.mask_gradients()
-            tg = time.perf_counter() - a
-        self.opt.step()
-        if masked:
-            a = time.perf_counter()
-            if self.pruner.step(i):
-                raise RuntimeError("a mask update fell inside the timed steps")
-            ts = time.perf_counter() - a
-        return time.perf_counter() - t0, tg, ts
+        return masked_update(self.pruner, self.opt, i, masked, t0)
 
 
 def _pct(xs, q):

@@ -35,7 +35,8 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
     spe = data.steps_per_epoch
     clip = cfg.optim.get("clip_grad_norm")
     params = [p for p in model.parameters() if p.requires_grad]
-    eval_every = t.eval_every or spe
+    # Plain ints for the per-step checks: no config-node lookups on the hot path.
+    eval_every, log_every, checkpoint_every = t.eval_every or spe, t.log_every, t.checkpoint_every
     model.train()
 
     def record_masks(step):
@@ -85,7 +86,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
 
             step = state.step
             end_of_epoch = step % spe == 0
-            if step % t.log_every == 0 or end_of_epoch or step == total_steps:
+            if step % log_every == 0 or end_of_epoch or step == total_steps:
                 state.loss_sum += float(running)  # one device sync per metrics row, not per step
                 running.zero_()
                 mean = state.loss_sum / state.loss_count
@@ -101,7 +102,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
                 folder.log_metrics(step, step / spe, eval_split, metrics)
                 log(f"step {step} epoch {step / spe:.2f} {eval_split} "
                     + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-            if step % t.checkpoint_every == 0 or end_of_epoch or step == total_steps:
+            if step % checkpoint_every == 0 or end_of_epoch or step == total_steps:
                 state.elapsed = time.perf_counter() - started
                 save()
             if step >= total_steps:
