@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures, page, tables
+from . import figures, page, points, tables
 from .collect import collect
 
 MANIFEST = ".report-manifest"
@@ -52,6 +52,8 @@ def _first_ok(cands, fname: str, draw, coll) -> object | None:
             continue
         try:
             return draw(f.parent, run, fam, syn)
+        except figures.NothingToDraw:
+            continue
         except (OSError, ValueError, UnicodeDecodeError) as e:
             coll.skipped.append(dict(file=f"{run}/{fname}", reason=str(e)[:200]))
     return None
@@ -77,14 +79,19 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
         raise UsageError(f"--run {run}: no such run folder under {coll.runs_dir}")
     paper_dir = Path(paper_dir) if paper_dir else default_paper_dir(results_dir)
     paper = tables.load_paper(paper_dir, coll.skipped)
-    configs = tables.aggregate(coll.runs, paper)
+    pts, runs = points.group(coll.runs)
+    configs = tables.with_paper(pts, paper)
     tbls = tables.build(configs, paper)
     summary = tables.pairing_summary(tbls[-1].csv)
+    exports = tables.export_table(runs, coll.exports)
+    if exports is not None:
+        tbls.append(exports)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_previous(out_dir)
     written = [p for t in tbls for p in tables.write(t, out_dir / "tables")]
-    for name, df in (("runs", coll.runs.drop(columns=["path"])),
+    for name, df in (("runs", runs.drop(columns=["path"])),
+                     ("points", points.to_csv_frame(pts)),
                      ("incomplete", pd.DataFrame(coll.incomplete, columns=["run", "last_step", "reason"])),
                      ("skipped", pd.DataFrame(coll.skipped, columns=["file", "reason"]))):
         df.to_csv(out_dir / f"{name}.csv", index=False)
@@ -110,7 +117,8 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
         notes.append("The paper's reference CSVs were not found, so no paper values are shown.")
     synthetic = set(coll.runs.loc[coll.runs["synthetic"].astype(bool), "run"])
     ctx = dict(runs_dir=coll.runs_dir, out_dir=out_dir, n_finished=len(coll.runs),
-               n_configs=len(configs), tables=tbls, summary=summary, figures=figs,
+               n_configs=len(configs), n_duplicates=int((runs["duplicate_of"] != "").sum()),
+               max_seeds=int(pts["n_seeds"].max()) if len(pts) else 0, tables=tbls, summary=summary, figures=figs,
                incomplete=coll.incomplete, skipped=coll.skipped, notes=notes,
                synthetic=synthetic, paper_dir=paper_dir or "(not found)")
     written += page.write_page(ctx)

@@ -1,10 +1,14 @@
 """Collect run folders under <results>/runs into one DataFrame (one row per finished run).
 
-Only summary.json is read here (plain json); metrics.csv is touched only for its last line when
-a run is incomplete. Nothing raises on bad input: broken files land in ``skipped``.
+summary.json is read here (plain json), plus two small files when a run has them: the composed
+config (.hydra/config.yaml), only to fingerprint it (`config_key`: replicate runs of one study
+point share it, see points.py), and exports.json (the files prune-export wrote). metrics.csv is
+touched only for its last line when a run is incomplete. Nothing raises on bad input: broken
+files land in ``skipped``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,19 +27,25 @@ FAMILIES = {
     "ptb_lstm": dict(title="PTB LSTM language model", base_col="size", paper_dataset="ptb",
                      metrics=["perplexity", "val_perplexity"], paper_table=3),
     "gnmt": dict(title="GNMT", base_col="units", paper_dataset="wmt16",
-                 metrics=["bleu"], paper_table=4),
+                 metrics=["bleu", "val_bleu"], paper_table=4),
 }
-QUALITY = ["perplexity", "val_perplexity", "top1", "top5", "bleu"]
+QUALITY = ["perplexity", "val_perplexity", "top1", "top5", "bleu", "val_bleu"]
 LOWER_IS_BETTER = {"perplexity", "val_perplexity", "loss"}
 METRIC_LABEL = {"perplexity": "perplexity", "val_perplexity": "valid perplexity",
-                "top1": "top-1 (%)", "top5": "top-5 (%)", "bleu": "BLEU"}
+                "top1": "top-1 (%)", "top5": "top-5 (%)", "bleu": "BLEU", "val_bleu": "valid BLEU"}
 LSTM_SIZES = {"small": 200, "medium": 650, "large": 1500}
 RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "run.log", ".hydra"}
+# Config keys that do not change what a run computes: the seed (replicates differ only in it) and
+# the keys conf/config.yaml excludes from a run's identity (hydra.job.config.override_dirname.
+# exclude_keys; a test keeps the two lists equal), plus run_id, which is derived from the rest.
+NOT_IDENTITY = ("seed", "run_id", "results_dir", "exp_name", "experiment", "device",
+                "trainer.progress", "data.root", "data.download")
 NUMERIC = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
            "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "steps", "epochs",
            "wall_time_s", "lr", "hidden", "width", "units", *QUALITY]
-COLUMNS = ["run", "exp_name", "run_id", "family", "model", "dataset", "synthetic", "base",
-           "base_order", "pruning", "scheme", "seed", "bleu_ref", *NUMERIC, "path"]
+COLUMNS = ["run", "exp_name", "run_id", "family", "model", "dataset", "direction", "synthetic",
+           "size", "base", "base_order", "pruning", "scheme", "pattern", "seed", "config_key",
+           "bleu_ref", *NUMERIC, "path"]
 
 
 @dataclass
@@ -43,6 +53,7 @@ class Collection:
     runs: pd.DataFrame                                   # one row per finished run
     incomplete: list = field(default_factory=list)       # {"run", "last_step", "reason"}
     skipped: list = field(default_factory=list)          # {"file", "reason"}
+    exports: dict = field(default_factory=dict)          # run -> exports.json's list
     runs_dir: Path | None = None
 
 
@@ -107,13 +118,55 @@ def base_of(s: dict) -> tuple[str, float]:
     return "default", 0.0
 
 
-def _bleu_ref(s: dict) -> str:
-    """Which paper BLEU column a GNMT run compares with (EN-DE unless it says German->English)."""
-    d = str(s.get("direction") or f"{s.get('src_lang', '')}-{s.get('tgt_lang', '')}").lower()
-    return "bleu_de_en" if d.replace("_", "-").startswith("de-en") else "bleu_en_de"
+def direction_of(s: dict) -> str:
+    """A translation run's direction as "de-en" / "en-de" ("" when the run does not say)."""
+    d = s.get("direction")
+    if not d and s.get("src_lang") and s.get("tgt_lang"):
+        d = f"{s['src_lang']}-{s['tgt_lang']}"
+    return str(d or "").strip().lower().replace("_", "-").replace(">", "")
 
 
-def normalise(s: dict, rel: str, path: str) -> dict:
+def _bleu_ref(direction: str) -> str:
+    """The paper's BLEU column a GNMT run of that direction compares with ("" if unknown)."""
+    return {"de-en": "bleu_de_en", "en-de": "bleu_en_de"}.get(direction, "")
+
+
+def config_key(text: str | None) -> str:
+    """Fingerprint of a composed config (Hydra's .hydra/config.yaml) without NOT_IDENTITY keys.
+
+    Works on the text, line by line, instead of parsing the YAML: Hydra writes block-style YAML
+    (OmegaConf.to_yaml) where every mapping key starts its own line at its nesting depth, so a
+    key's path follows from the indentation, and dropping a key means dropping its line and the
+    lines of its value (deeper, or "- " items at the same depth). A full parse costs about 1.2 ms
+    a run here, an eighth of the report's 10 s budget for 1,000 runs; this costs ~20 us.
+    tests/test_report_points.py checks it against yaml.safe_load on generated configs.
+    """
+    if text is None:
+        return ""
+    keep, stack, skip = [], [], None        # stack: (indent, key) of the enclosing mappings
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        if not body or body.startswith("#"):
+            continue
+        indent = len(line) - len(body)
+        if skip is not None:
+            if indent > skip or (indent == skip and body.startswith("-")):
+                continue
+            skip = None
+        if not body.startswith("-") and ":" in body:
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            key = body.split(":", 1)[0].strip().strip("'\"")
+            path = ".".join([k for _, k in stack] + [key])
+            if path in NOT_IDENTITY:
+                skip = indent
+                continue
+            stack.append((indent, key))
+        keep.append(line)
+    return hashlib.sha1("\n".join(keep).encode()).hexdigest()[:12]
+
+
+def normalise(s: dict, rel: str, path: str, config_text: str | None = None) -> dict:
     """One summary.json -> one flat row; raises ValueError naming the bad field."""
     if not isinstance(s, dict):
         raise ValueError("not a JSON object")
@@ -128,6 +181,7 @@ def normalise(s: dict, rel: str, path: str) -> dict:
             raise ValueError(f"field {key!r} is not a number: {s.get(key)!r}") from None
     row = {k: (float("nan") if v is None else v) for k, v in row.items()}
     fam = str(s["family"])
+    direction = direction_of(s)
     dataset = str(s.get("dataset") or "unknown").lower()
     synthetic = s.get("synthetic")
     if synthetic is None:
@@ -138,10 +192,15 @@ def normalise(s: dict, rel: str, path: str) -> dict:
     row.update(
         run=rel, exp_name=str(s.get("exp_name") or (parts[0] if len(parts) > 1 else "")),
         run_id=str(s.get("run_id") or parts[-1]), family=fam, model=str(s.get("model") or fam),
-        dataset=dataset, synthetic=bool(synthetic), base=base, base_order=order,
+        dataset=dataset, direction=direction, synthetic=bool(synthetic),
+        size=str(s.get("size") or ""), base=base, base_order=order,
         pruning="none" if dense else str(s.get("pruning") or "gradual"),
         scheme="none" if dense else str(s.get("scheme") or "uniform"),
-        seed=s.get("seed"), bleu_ref=_bleu_ref(s), path=path,
+        # issue 11: N:M pruning; older summaries have no pattern and were unstructured
+        pattern="none" if dense else str(s.get("pattern") or "unstructured"),
+        seed=s.get("seed"), bleu_ref=_bleu_ref(direction), path=path,
+        # without Hydra's record of the config, the model's own config tells runs apart
+        config_key=config_key(s.get("model_config") if config_text is None else config_text),
     )
     return row
 
@@ -175,13 +234,48 @@ def find_run_dirs(runs_dir: Path):
             dirs.sort()
 
 
-def collect(results_dir: str | Path) -> Collection:
+def read_exports(path: str) -> list:
+    """exports.json (written by prune-export): a list of {format, dtype, file, bytes,
+    predicted_bytes}; ValueError naming what is wrong."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, list):
+        raise ValueError("exports.json is not a list")
+    out = []
+    for i, e in enumerate(data):
+        if not isinstance(e, dict) or not e.get("format"):
+            raise ValueError(f"exports.json entry {i} has no format")
+        try:
+            size, pred = _num(e.get("bytes")), _num(e.get("predicted_bytes"))
+        except (TypeError, ValueError):
+            raise ValueError(f"exports.json entry {i}: bytes are not numbers") from None
+        if size is None:
+            raise ValueError(f"exports.json entry {i} has no bytes")
+        out.append(dict(format=str(e["format"]).lower(), dtype=str(e.get("dtype") or "float32").lower(),
+                        file=str(e.get("file") or ""), bytes=size,
+                        predicted_bytes=float("nan") if pred is None else pred))
+    return out
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f".hydra/config.yaml unreadable: {_short(e)}") from None
+
+
+def collect(results_dir: str | Path, exp_name: str | None = None) -> Collection:
+    """All runs under <results_dir>/runs (or only <results_dir>/runs/<exp_name>)."""
     runs_dir = Path(results_dir) / "runs"
     out = Collection(runs=pd.DataFrame(columns=COLUMNS), runs_dir=runs_dir)
-    if not runs_dir.is_dir():
+    top = runs_dir / exp_name if exp_name else runs_dir
+    if not top.is_dir():
         return out
     rows = []
-    for root, names in find_run_dirs(runs_dir):
+    for root, names in find_run_dirs(top):
         rel = Path(root).relative_to(runs_dir).as_posix()
         if "summary.json" in names:
             f = os.path.join(root, "summary.json")
@@ -192,9 +286,16 @@ def collect(results_dir: str | Path) -> Collection:
                     out.incomplete.append(dict(run=rel, last_step=s.get("steps"),
                                                reason=f"status {s.get('status')!r}"))
                     continue
-                rows.append(normalise(s, rel, root))
+                cfg = _read_text(os.path.join(root, ".hydra", "config.yaml")) if ".hydra" in names else None
+                rows.append(normalise(s, rel, root, cfg))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
                 out.skipped.append(dict(file=f"{rel}/summary.json", reason=_short(e)))
+                continue
+            if "exports.json" in names:
+                try:
+                    out.exports[rel] = read_exports(os.path.join(root, "exports.json"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+                    out.skipped.append(dict(file=f"{rel}/exports.json", reason=_short(e)))
             continue
         step, reason = None, "no summary.json (in progress or stopped)"
         if "metrics.csv" in names:

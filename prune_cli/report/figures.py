@@ -20,9 +20,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .collect import FAMILIES, LOWER_IS_BETTER, metrics_for, primary_metric
-from .tables import SHORT, fmt_nnz
+from .tables import GROUP, SHORT, fmt_nnz, fmt_sparsity
 
 DPI = 110
+
+
+class NothingToDraw(ValueError):
+    """A well-formed file with nothing to draw (a dense run's sparsity.csv has no rows): the
+    report tries the next run, and does not list the file as skipped."""
 
 
 @dataclass
@@ -60,13 +65,16 @@ def _yerr(s: pd.Series):
 
 # ---------------------------------------------------------------- Figures 3-5
 def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[FigureInfo]:
+    """One figure per family, dataset and translation direction (Figure 5 is per direction)."""
     infos = []
-    for (fam, ds, syn), grp in configs.groupby(["family", "dataset", "synthetic"], sort=True):
+    for (fam, ds, syn, dr), grp in configs.groupby(GROUP, sort=True):
         spec = FAMILIES.get(fam, {})
         metrics = [m for m in metrics_for(fam, grp) if grp[m].notna().any()]
         if not metrics:
             continue
-        overlay = bool(spec) and not syn and ds == spec["paper_dataset"]
+        # a GNMT run is compared with the paper only when it says which direction it translated
+        overlay = (bool(spec) and not syn and ds == spec["paper_dataset"]
+                   and (fam != "gnmt" or bool(grp["bleu_ref"].iloc[0])))
         prow = [r for r in paper["rows"] if r["family"] == fam] if overlay else []
         fig = _figure(5.2 * len(metrics), 4.0, len(metrics))
         for i, m in enumerate(metrics):
@@ -81,15 +89,24 @@ def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[Fi
             ax.set_ylabel(f"{SHORT[m]} ({arrow})")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
-        label = f"{ds}, SYNTHETIC DATA" if syn else ds
+        where = f"{ds} {dr.upper()}" if dr else ds
+        label = f"{where}, SYNTHETIC DATA" if syn else where
         fig.suptitle(f"{spec.get('title', fam)} sparse vs dense ({label})", fontsize=10)
-        name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", f"quality_vs_nnz_{fam}_{ds}") + ("_synthetic" if syn else "")
+        stem = f"quality_vs_nnz_{fam}_{ds}" + (f"_{dr}" if dr else "")
+        name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", stem) + ("_synthetic" if syn else "")
         runs = sorted(r for s in grp["runs"] for r in s.split(";"))
+        n = grp["n_seeds"]
+        seeds = (f"each point is the mean over {n.min()} seeds with error bars of ± one sample "
+                 "standard deviation" if n.min() == n.max() and n.min() > 1 else
+                 f"points are means over 1 to {n.max()} seeds, error bars ± one sample standard "
+                 "deviation where there are 2 or more (n in the tables)" if n.max() > 1 else
+                 "one seed per point, so no error bars")
         cap = (f"{', '.join(SHORT[m] for m in metrics)} against NNZ parameters (log x) for "
                f"{spec.get('title', fam)} on {label}: the dense models of growing size form one "
-               "curve, each pruned base model another (sparsity rising along it)"
-               + ("; hollow markers are the paper's published values." if prow else
-                  "; no paper values are overlaid (the paper used another dataset)."))
+               f"curve, each pruned base model another (sparsity rising along it); {seeds}"
+               + ("; hollow labelled markers are the paper's published values." if prow else
+                  "; no paper values are overlaid (the paper used another dataset"
+                  + (" or the runs do not say their direction" if fam == "gnmt" else "") + ")."))
         infos.append(FigureInfo(name, f"{spec.get('title', fam)}: quality vs NNZ ({label})", cap,
                                 _save(fig, out_dir, name), runs, bool(syn)))
     return infos
@@ -115,7 +132,9 @@ def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
     pm = m
     if m == "bleu" and len(grp):
         pm = grp["bleu_ref"].iloc[0]
-    pts = [r for r in prow if _finite(r.get(pm))]
+    elif m == "val_bleu":
+        return          # the paper gives test BLEU only
+    pts = [r for r in prow if _finite(r.get(pm)) and _finite(r.get("nnz"))]
     if not pts:
         return
     pd_dense = sorted((r for r in pts if r["sparsity"] == 0), key=lambda r: r["nnz"])
@@ -125,6 +144,10 @@ def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
         ser = sorted((r for r in pts if r["base"] == base), key=lambda r: r["sparsity"])
         ax.plot([r["nnz"] for r in ser], [r[pm] for r in ser], ls=":", marker="s", mfc="none",
                 color=color.get(base, "grey"), label=f"paper: pruned from {base}")
+    for r in pts:   # label each reference point: which of the paper's models it is
+        text = r["base"] if r["sparsity"] == 0 else f"{r['base']} @ {fmt_sparsity(r['sparsity'])}"
+        ax.annotate(text, (r["nnz"], r[pm]), textcoords="offset points", xytext=(3, 3),
+                    fontsize=6, color="0.35")
 
 
 def _finite(x) -> bool:
@@ -287,7 +310,7 @@ def layer_sparsity(run_dir: Path, run: str, synthetic: bool, out_dir: Path) -> F
         if row["layer"] not in last or step >= last[row["layer"]][0]:
             last[row["layer"]] = (step, sp, tgt)
     if not last:
-        raise ValueError("no rows")
+        raise NothingToDraw("no rows")
     layers = list(last)
     size = 6 if len(layers) > 30 else 8
     left = min(0.3 + 0.075 * size / 8 * max(len(k) for k in layers), 4.0)

@@ -33,6 +33,17 @@ def blocks_for(ctx: dict) -> list:
     b.append(("p", f"Generated from `{ctx['runs_dir']}`: {ctx['n_finished']} finished run(s) in "
                    f"{ctx['n_configs']} configuration(s), {len(ctx['incomplete'])} incomplete, "
                    f"{len(ctx['skipped'])} skipped file(s)."))
+    dup = ctx.get("n_duplicates", 0)
+    b.append(("p", "Seeds: runs that differ only in their seed (`prune-run -m ... seed=0,1,2`) "
+                   "are one point (configuration); `points.csv` has one row per point with "
+                   "`n_seeds` and `<metric>_mean` / `<metric>_std` (sample standard deviation, "
+                   "empty for a single seed), `runs.csv` one row per run with its `point_id`. "
+                   + (f"Up to {ctx.get('max_seeds', 0)} seeds per point here. "
+                      if ctx.get("max_seeds", 0) > 1 else "Every point here has one seed. ")
+                   + (f"{dup} run(s) repeat a (configuration, seed) already counted (e.g. a run "
+                      "without a seed override, which has seed 0, beside its `seed=0` twin) and "
+                      "are left out of the means: see `duplicate_of` in `runs.csv`."
+                      if dup else "No (configuration, seed) was found twice.")))
     if ctx["n_finished"] == 0:
         b.append(("p", "**No finished runs yet.** Start some with `prune-run ...` and run "
                        "`make report` again; incomplete runs are listed below."))
@@ -47,8 +58,9 @@ def blocks_for(ctx: dict) -> list:
                    "Zhu & Gupta 2017, Tables 1-6) appear only in columns named `paper ...`, and "
                    "`Δ vs paper` is measured minus paper. They are given only where family, "
                    "base model, target sparsity and dataset (ptb / imagenet / wmt16, not "
-                   "synthetic) all match. Quality is the mean ± sample standard deviation over "
-                   "`n` seeds."))
+                   "synthetic) all match; for GNMT (Table 4) only on WMT16 and in the run's own "
+                   "translation direction. Quality is shown as mean ± sample standard deviation "
+                   "(n = number of seeds); a single seed shows no ±."))
     for note in ctx["notes"]:
         b.append(("p", note))
     tables = {t.name: t for t in ctx["tables"]}
@@ -57,9 +69,14 @@ def blocks_for(ctx: dict) -> list:
     if not fam:
         b.append(("p", "No finished runs, so no family tables."))
     for t in fam:
-        b += _table_blocks(t, "One row per configuration (dataset, base model, pruning scheme, "
-                              "target sparsity): NNZ parameters and quality, with the paper's "
-                              "value and the difference where the configuration matches.", ctx)
+        text = ("One row per configuration (dataset, base model, pruning scheme, target "
+                "sparsity): NNZ parameters and quality, with the paper's value and the "
+                "difference where the configuration matches.")
+        if t.name == "table_gnmt":
+            text = ("The paper's Table 4: one row per translation direction, units and "
+                    "sparsity: NNZ parameters, test BLEU (and validation BLEU) as mean ± std over "
+                    "seeds, and the paper's BLEU for that direction where the dataset is WMT16.")
+        b += _table_blocks(t, text, ctx)
     sections = [
         ("table5_storage", "Storage overhead (Table 5)",
          "Bit-mask and CSR(C) storage per configuration in MB, from the runs' `bytes_*` fields "
@@ -69,10 +86,21 @@ def blocks_for(ctx: dict) -> list:
          "(large-sparse) side by side: model size including sparse-storage overhead, and quality."),
         ("pairing", "Large-sparse or small-dense? (the paper's question)",
          "Each sparse model paired with the dense model of another size nearest in NNZ and the "
-         "one nearest in model size (log scale); the winner on the primary quality (perplexity "
-         "lower, top-1 / BLEU higher) and by how much."),
+         "one nearest in model size (log scale). The advantage is the difference of the two "
+         "means on the primary quality, signed so that positive means the large-sparse model is "
+         "better (perplexity lower, top-1 / BLEU higher); SE = sqrt(s1²/n1 + s2²/n2) from the "
+         "sample standard deviations over seeds. Verdict: `wins` or `loses` when |advantage| > "
+         "2 SE, else `within noise`; with one seed on either side there is no SE, and the "
+         "verdict is `n/a (1 seed)` (run the study with `seed=0,1,2`)."),
+        ("export_sizes", "Exported files vs the storage accounting",
+         "For each run with an `exports.json` (written by `prune-export`): the size of each "
+         "exported file (dense, bit-mask, CSR, int8 bit-mask) beside the run's own estimates: "
+         "Table 5's bit-mask and CSR(C) overheads, Table 6's model size (4 B x NNZ + the smaller "
+         "overhead) and the dense size. The CSV also has each export's predicted size."),
     ]
     for name, head, text in sections:
+        if name not in tables:
+            continue
         b.append(("h2", head))
         if name == "pairing" and len(ctx["summary"]):
             b.append(("p", "Per family: how often the large-sparse model wins."))

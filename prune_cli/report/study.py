@@ -1,44 +1,58 @@
-"""The table a sweep prints when it ends: its finished runs, smallest model first."""
-import json
+"""The table a sweep prints when it ends: one row per study point, smallest model first.
+
+Replicate runs (`seed=0,1,2`) are one point, grouped by the report's own points.group, so the
+console and `make report` agree: quality is the mean ± sample std over the seeds (`seeds` says
+how many; a single seed shows no ±). pandas and the report are imported only when the table is
+printed, not when prune-run starts.
+"""
+import math
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-COLUMNS = ("model", "size/width", "sparsity", "NNZ", "size MB", "quality", "wall s")
+COLUMNS = ("model", "size/width", "sparsity", "NNZ", "size MB", "quality", "seeds", "wall s")
+LABELS = (("val_perplexity", "valid ppl"), ("perplexity", "test ppl"), ("top1", "top-1"),
+          ("top5", "top-5"), ("val_bleu", "valid BLEU"), ("bleu", "BLEU"))
 
 
-def _base(s: dict) -> str:
+def _pm(mean, std) -> str:
+    return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def _quality(p: dict) -> str:
+    parts = []
+    for key, label in LABELS:
+        if p.get(key) is not None and not math.isnan(p[key]):
+            unit = "%" if key in ("top1", "top5") else ""
+            parts.append(f"{label} {_pm(p[key], p[f'{key}_std'])}{unit}")
+    return ", ".join(parts)
+
+
+def _base(p: dict) -> str:
     for key in ("hidden", "width", "units"):
-        if s.get(key) is not None:
-            return f"{key} {s[key]}"
-    return str(s.get("size") or "")
-
-
-def _quality(s: dict) -> str:
-    if s.get("val_perplexity") is not None or s.get("perplexity") is not None:
-        parts = []
-        if s.get("val_perplexity") is not None:
-            parts.append(f"valid ppl {s['val_perplexity']:.2f}")
-        if s.get("perplexity") is not None:
-            parts.append(f"test ppl {s['perplexity']:.2f}")
-        return ", ".join(parts)
-    if s.get("top1") is not None:
-        return f"top-1 {s['top1']:.2f}%, top-5 {s['top5']:.2f}%"
-    if s.get("bleu") is not None:
-        return f"BLEU {s['bleu']:.2f}"
-    return ""
+        v = p.get(key)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return f"{key} {v:g}"
+    return str(p.get("size") or p.get("base") or "")
 
 
 def study_table(exp_dir: Path) -> str:
+    from .collect import collect
+    from .points import group
+
+    exp_dir = Path(exp_dir)
+    pts, _ = group(collect(exp_dir.parent.parent, exp_dir.name).runs)
     rows = []
-    for path in sorted(Path(exp_dir).glob("*/summary.json")):
-        try:
-            s = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        rows.append((s.get("params_nnz", 0), [s.get("model", ""), _base(s), f"{100 * s.get('target_sparsity', 0):g}%",
-                                              f"{s.get('params_nnz', 0):,}", f"{s.get('model_size_mb', 0):.2f}",
-                                              _quality(s), f"{s.get('wall_time_s', 0):.0f}"]))
+    for p in pts.to_dict("records"):
+        model = p["model"] + (f" {p['direction']}" if p["direction"] else "")
+        sparsity = f"{100 * p['target_sparsity']:g}%"
+        if p["pattern"] not in ("none", "unstructured"):
+            sparsity += f" ({p['pattern']})"
+        if p["variant"]:
+            model += f" [{p['variant']}]"
+        rows.append((p["params_nnz"], [model, _base(p), sparsity, f"{p['params_nnz']:,.0f}",
+                                       f"{p['model_size_mb']:.2f}", _quality(p),
+                                       str(p["n_seeds"]), f"{p['wall_time_s']:.0f}"]))
     body = [r for _, r in sorted(rows, key=lambda x: x[0])]
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *body)] if body else [len(c) for c in COLUMNS]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -47,9 +61,9 @@ def study_table(exp_dir: Path) -> str:
 
 
 class PrintStudyTable(Callback):
-    """After a sweep (-m), print the finished runs of its exp_name as one table."""
+    """After a sweep (-m), print the finished runs of its exp_name as one table (a row a point)."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         exp_dir = Path(config.results_dir, "runs", config.exp_name)
-        print(f"\n{exp_dir}: finished runs (quality measured by this tool on the held-out split)\n"
-              + study_table(exp_dir))
+        print(f"\n{exp_dir}: finished runs (quality measured by this tool on the held-out split; "
+              "mean ± std over seeds)\n" + study_table(exp_dir))

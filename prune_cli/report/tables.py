@@ -1,4 +1,4 @@
-"""Runs -> configurations (mean/std over seeds) -> the paper's tables, with paper values beside.
+"""Points (mean/std over seeds, points.py) -> the paper's tables, with paper values beside.
 
 Every table is a pair: ``csv`` (raw numbers, full precision) and ``show`` (formatted strings for
 Markdown / LaTeX / the page). Paper values only ever sit in columns named ``paper ...`` and
@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 
 from .collect import FAMILIES, LOWER_IS_BETTER, QUALITY, metrics_for, primary_metric
+from .points import NA_ONE_SEED, compare
 
-KEYS = ["family", "dataset", "synthetic", "base", "pruning", "scheme", "skey"]
-MEANS = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
-         "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "base_order", *QUALITY]
-STDS = ["params_nnz", "model_size_mb", *QUALITY]
 SHORT = {"perplexity": "perplexity", "val_perplexity": "valid perplexity", "top1": "top-1",
-         "top5": "top-5", "bleu": "BLEU"}
+         "top5": "top-5", "bleu": "BLEU", "val_bleu": "valid BLEU"}
+# the groups a comparison stays inside: never a DE->EN model against an EN->DE one
+GROUP = ["family", "dataset", "synthetic", "direction"]
 TOL = 1e-9
 
 
@@ -73,21 +72,11 @@ def _paper_row(paper: dict, c: dict) -> dict | None:
     return None
 
 
-# ---------------------------------------------------------------- configurations
-def aggregate(runs: pd.DataFrame, paper: dict) -> pd.DataFrame:
-    """One row per configuration: means, stds (ddof=1, NaN for a single seed), n, runs."""
-    if runs.empty:
-        return pd.DataFrame(columns=[*KEYS, "n", "runs", *MEANS])
-    df = runs.assign(skey=runs["target_sparsity"].round(9))
-    g = df.groupby(KEYS, sort=False, dropna=False)
-    out = g[MEANS].mean()
-    out = out.join(g[STDS].std(ddof=1).add_suffix("_std"))
-    out["n"] = g.size()
-    out["runs"] = g["run"].agg(lambda s: ";".join(sorted(s)))
-    out["bleu_ref"] = g["bleu_ref"].first()
-    out = out.reset_index().sort_values(
-        ["family", "dataset", "synthetic", "base_order", "base", "target_sparsity", "pruning",
-         "scheme"], kind="stable").reset_index(drop=True)
+# ---------------------------------------------------------------- points + paper
+def with_paper(points: pd.DataFrame, paper: dict) -> pd.DataFrame:
+    """The points (points.group) with the paper's values beside, where they match: `n` is the
+    number of seeds, every metric its mean and `<metric>_std` its sample std."""
+    out = points.assign(n=points["n_seeds"]).reset_index(drop=True)
     pcols = {"paper_nnz": [], "paper_source": [], **{f"paper_{m}": [] for m in QUALITY},
              "paper_bleu_en_de": [], "paper_bleu_de_en": []}
     for c in out.to_dict("records"):
@@ -95,7 +84,8 @@ def aggregate(runs: pd.DataFrame, paper: dict) -> pd.DataFrame:
         pcols["paper_nnz"].append(r.get("nnz", np.nan))
         pcols["paper_source"].append(r.get("source", ""))
         for m in QUALITY:
-            pcols[f"paper_{m}"].append(r.get(c["bleu_ref"] if m == "bleu" else m, np.nan))
+            col = (c["bleu_ref"] or "-") if m == "bleu" else "-" if m == "val_bleu" else m
+            pcols[f"paper_{m}"].append(r.get(col, np.nan))
         pcols["paper_bleu_en_de"].append(r.get("bleu_en_de", np.nan))
         pcols["paper_bleu_de_en"].append(r.get("bleu_de_en", np.nan))
     for k, v in pcols.items():
@@ -125,17 +115,23 @@ def fmt_num(x, digits=2, sign=False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def fmt_pm(mean, std, digits=2) -> str:
+def fmt_pm(mean, std, n=None, digits=2) -> str:
+    """"89.00 ± 1.41 (n=2)"; a single seed has no std: "120.00 (n=1)"."""
     s = fmt_num(mean, digits)
-    return f"{s} ± {std:.{digits}f}" if s and not (std is None or math.isnan(std)) else s
+    if not s:
+        return s
+    if not (std is None or math.isnan(std)):
+        s = f"{s} ± {std:.{digits}f}"
+    return s if n is None else f"{s} (n={int(n)})"
 
 
 def fmt_sparsity(x) -> str:
     return "" if x is None or math.isnan(x) else f"{100 * x:.4g}%"
 
 
-def fmt_dataset(c) -> str:
-    return f"{c['dataset']} (synthetic)" if c["synthetic"] else c["dataset"]
+def fmt_dataset(c, direction: bool = False) -> str:
+    ds = f"{c['dataset']} {c['direction']}" if direction and c.get("direction") else c["dataset"]
+    return f"{ds} (synthetic)" if c["synthetic"] else ds
 
 
 def fmt_pruning(c) -> str:
@@ -148,29 +144,36 @@ def family_table(configs: pd.DataFrame, family: str) -> Table:
     sub = configs[configs["family"] == family]
     metrics = metrics_for(family, sub)
     bc = spec["base_col"]
+    by_direction = family == "gnmt" or bool((sub["direction"] != "").any())
+    patterns = bool((~sub["pattern"].isin(["none", "unstructured"])).any())
+    variants = bool((sub["variant"] != "").any())
     rows, show = [], []
     for c in sub.to_dict("records"):
-        r = {"dataset": c["dataset"], "synthetic": c["synthetic"], bc: c["base"],
-             "pruning": c["pruning"], "scheme": c["scheme"], "sparsity": c["target_sparsity"],
-             "achieved sparsity": c["achieved_sparsity"], "n": c["n"],
-             "NNZ params": c["params_nnz"], "NNZ params std": c["params_nnz_std"],
-             "paper NNZ params": c["paper_nnz"],
-             "NNZ params Δ vs paper": c["params_nnz"] - c["paper_nnz"]}
-        d = {"dataset": fmt_dataset(c), bc: c["base"], "pruning": fmt_pruning(c),
-             "sparsity": fmt_sparsity(c["target_sparsity"]), "n": str(c["n"]),
-             "NNZ params": fmt_nnz(c["params_nnz"]), "paper NNZ params": fmt_nnz(c["paper_nnz"])}
+        r = {"dataset": c["dataset"], "synthetic": c["synthetic"]}
+        d = {"dataset": fmt_dataset(c)}
+        if by_direction:   # Table 4: the paper's two directions are two sets of models
+            r["direction"] = d["direction"] = c["direction"] or "unknown"
+        r.update({bc: c["base"], "pruning": c["pruning"], "scheme": c["scheme"],
+                  "pattern": c["pattern"], "variant": c["variant"],
+                  "sparsity": c["target_sparsity"], "achieved sparsity": c["achieved_sparsity"],
+                  "n": c["n"], "NNZ params": c["params_nnz"], "NNZ params std": c["params_nnz_std"],
+                  "paper NNZ params": c["paper_nnz"],
+                  "NNZ params Δ vs paper": c["params_nnz"] - c["paper_nnz"]})
+        d.update({bc: c["base"], "pruning": fmt_pruning(c)})
+        if patterns:
+            d["pattern"] = c["pattern"]
+        if variants:
+            d["variant"] = c["variant"]
+        d.update({"sparsity": fmt_sparsity(c["target_sparsity"]),
+                  "NNZ params": fmt_nnz(c["params_nnz"]), "paper NNZ params": fmt_nnz(c["paper_nnz"])})
         for m in metrics:
             s = SHORT[m]
             r.update({s: c[m], f"{s} std": c[f"{m}_std"]})
-            d[s] = fmt_pm(c[m], c[f"{m}_std"])
-            if m == "bleu":
-                r.update({"paper BLEU (EN-DE)": c["paper_bleu_en_de"],
-                          "paper BLEU (DE-EN)": c["paper_bleu_de_en"]})
-                d.update({"paper BLEU (EN-DE)": fmt_num(c["paper_bleu_en_de"]),
-                          "paper BLEU (DE-EN)": fmt_num(c["paper_bleu_de_en"])})
-            else:
-                r[f"paper {s}"] = c[f"paper_{m}"]
-                d[f"paper {s}"] = fmt_num(c[f"paper_{m}"])
+            d[s] = fmt_pm(c[m], c[f"{m}_std"], c[f"{m}_n"])
+            if m == "val_bleu":    # the paper gives test BLEU only
+                continue
+            r[f"paper {s}"] = c[f"paper_{m}"]
+            d[f"paper {s}"] = fmt_num(c[f"paper_{m}"])
             r[f"{s} Δ vs paper"] = c[m] - c[f"paper_{m}"]
             d[f"{s} Δ vs paper"] = fmt_num(r[f"{s} Δ vs paper"], sign=True)
         r.update({"model size (MB)": c["model_size_mb"], "paper source": c["paper_source"],
@@ -195,7 +198,8 @@ def storage_table(configs: pd.DataFrame, paper: dict) -> Table:
         mb = {k: c[f"bytes_{k}"] / 1e6 for k in ("dense", "bitmask", "csr", "csr_exact")}
         pb, pc = ref.get("bitmask_mb", np.nan), ref.get("csr_mb", np.nan)
         rows.append({"family": c["family"], "dataset": c["dataset"], "synthetic": c["synthetic"],
-                     "base model": c["base"], "sparsity": c["target_sparsity"], "n": c["n"],
+                     "base model": c["base"], "pattern": c["pattern"],
+                     "sparsity": c["target_sparsity"], "n": c["n"],
                      "NNZ params": c["params_nnz"], "dense (MB)": mb["dense"],
                      "bit-mask (MB)": mb["bitmask"], "CSR(C) (MB)": mb["csr"],
                      "CSR(C) exact (MB)": mb["csr_exact"], "model size (MB)": c["model_size_mb"],
@@ -218,7 +222,7 @@ def storage_table(configs: pd.DataFrame, paper: dict) -> Table:
 def size_table(configs: pd.DataFrame, paper: dict) -> Table:
     p6 = paper.get("table6")
     rows, show = [], []
-    for _, grp in configs.groupby(["family", "dataset", "synthetic"], sort=True):
+    for _, grp in configs.groupby(GROUP, sort=True):
         dense, sparse = grp[grp["target_sparsity"] == 0], grp[grp["target_sparsity"] > 0]
         if len(sparse) and len(dense):
             biggest = dense.loc[dense["params_total"].fillna(dense["params_nnz"]).idxmax()]
@@ -235,17 +239,18 @@ def size_table(configs: pd.DataFrame, paper: dict) -> Table:
                     ref = hit.iloc[0].to_dict() if len(hit) else {}
                 ps, pq = ref.get("size_mb", np.nan), ref.get(m, np.nan)
                 rows.append({"family": c["family"], "dataset": c["dataset"],
-                             "synthetic": c["synthetic"], "kind": kind, "base model": c["base"],
+                             "synthetic": c["synthetic"], "direction": c["direction"],
+                             "kind": kind, "base model": c["base"],
                              "sparsity": c["target_sparsity"], "n": c["n"],
                              "NNZ params": c["params_nnz"], "model size (MB)": c["model_size_mb"],
                              "metric": m, "quality": c[m], "quality std": c[f"{m}_std"],
                              "paper model size (MB)": ps, "paper quality": pq,
                              "model size Δ vs paper": c["model_size_mb"] - ps,
                              "quality Δ vs paper": c[m] - pq, "runs": c["runs"]})
-                show.append({"family": c["family"], "dataset": fmt_dataset(c), "kind": kind,
+                show.append({"family": c["family"], "dataset": fmt_dataset(c, True), "kind": kind,
                              "base model": c["base"], "sparsity": fmt_sparsity(c["target_sparsity"]),
                              "model size (MB)": fmt_num(c["model_size_mb"], 3),
-                             "quality": f"{SHORT[m]} {fmt_pm(c[m], c[f'{m}_std'])}",
+                             "quality": f"{SHORT[m]} {fmt_pm(c[m], c[f'{m}_std'], c[f'{m}_n'])}",
                              "paper model size (MB)": fmt_num(ps),
                              "paper quality": fmt_num(pq, 1),
                              "quality Δ vs paper": fmt_num(c[m] - pq, sign=True)})
@@ -265,50 +270,68 @@ def _nearest(dense: pd.DataFrame, col: str, x: float):
 
 
 def pairing_table(configs: pd.DataFrame) -> Table:
-    """Each sparse config vs the dense config (other base) nearest in NNZ and in model size."""
+    """Each sparse point vs the dense point (other base) nearest in NNZ and in model size: the
+    difference of their means on the primary metric (signed: positive = large-sparse better),
+    its standard error over seeds and the verdict of points.compare."""
     rows, show = [], []
-    for _, grp in configs.groupby(["family", "dataset", "synthetic"], sort=True):
+    for _, grp in configs.groupby(GROUP, sort=True):
         dense = grp[grp["target_sparsity"] == 0].sort_values("params_nnz")
         for c in grp[grp["target_sparsity"] > 0].to_dict("records"):
             m = primary_metric(c["family"], c)
             r = {"family": c["family"], "dataset": c["dataset"], "synthetic": c["synthetic"],
-                 "metric": m, "sparse model": c["base"], "scheme": c["scheme"],
+                 "direction": c["direction"], "metric": m, "sparse model": c["base"],
+                 "scheme": c["scheme"], "pattern": c["pattern"], "variant": c["variant"],
                  "sparsity": c["target_sparsity"], "sparse NNZ": c["params_nnz"],
-                 "sparse size (MB)": c["model_size_mb"], "sparse quality": c[m]}
-            d = {"family": c["family"], "dataset": fmt_dataset(c), "sparse model":
-                 f"{c['base']} @ {fmt_sparsity(c['target_sparsity'])}",
+                 "sparse size (MB)": c["model_size_mb"], "sparse quality": c[m],
+                 "sparse quality std": c[f"{m}_std"], "sparse n": c[f"{m}_n"]}
+            label = f"{c['base']} @ {fmt_sparsity(c['target_sparsity'])}"
+            if c["pattern"] not in ("none", "unstructured"):
+                label += f" ({c['pattern']})"
+            if c["variant"]:
+                label += f" [{c['variant']}]"
+            d = {"family": c["family"], "dataset": fmt_dataset(c, True), "sparse model": label,
                  "NNZ / size": f"{fmt_nnz(c['params_nnz'])} / {fmt_num(c['model_size_mb'], 2)} MB",
-                 "quality": f"{SHORT[m]} {fmt_num(c[m])}"}
+                 "quality": f"{SHORT[m]} {fmt_pm(c[m], c[f'{m}_std'], c[f'{m}_n'])}"}
             cand = dense[dense["base"] != c["base"]]
             for by, col, unit in (("NNZ", "params_nnz", None), ("size", "model_size_mb", "MB")):
                 o = _nearest(cand, col, c[col])
                 adv = better(m, c[m], o[m]) if o is not None else np.nan
                 win = ("" if o is None or math.isnan(adv) else
                        "tie" if abs(adv) < 1e-12 else "large-sparse" if adv > 0 else "small-dense")
+                se, verdict = (np.nan, "") if o is None else compare(
+                    adv, c[f"{m}_std"], c[f"{m}_n"], o[f"{m}_std"], o[f"{m}_n"])
                 r.update({f"dense by {by}": None if o is None else o["base"],
                           f"dense by {by}: {'NNZ' if by == 'NNZ' else 'size (MB)'}":
                               np.nan if o is None else o[col],
                           f"dense by {by}: quality": np.nan if o is None else o[m],
-                          f"winner by {by}": win, f"sparse advantage by {by}": adv})
+                          f"dense by {by}: quality std": np.nan if o is None else o[f"{m}_std"],
+                          f"dense by {by}: n": np.nan if o is None else o[f"{m}_n"],
+                          f"winner by {by}": win, f"sparse advantage by {by}": adv,
+                          f"SE by {by}": se, f"verdict by {by}": verdict})
                 val = "" if o is None else (fmt_nnz(o[col]) if unit is None else
                                             f"{fmt_num(o[col], 2)} MB")
                 d[f"nearest dense by {by}"] = "none" if o is None else \
-                    f"{o['base']} ({val}, {fmt_num(o[m])})"
-                d[f"winner by {by}"] = f"{win} by {fmt_num(abs(adv))}" if win and win != "tie" else win
+                    f"{o['base']} ({val}, {fmt_pm(o[m], o[f'{m}_std'], o[f'{m}_n'])})"
+                d[f"large-sparse advantage by {by}"] = fmt_num(adv, sign=True)
+                d[f"SE by {by}"] = (NA_ONE_SEED if verdict == NA_ONE_SEED else fmt_num(se))
+                d[f"verdict by {by}"] = verdict
             r["runs"] = c["runs"]
             rows.append(r)
             show.append(d)
-    return Table("pairing", "Large-sparse vs small-dense: nearest dense model in NNZ and in size",
+    return Table("pairing", "Large-sparse vs small-dense: nearest dense model in NNZ and in size, "
+                 "difference, its standard error over seeds, verdict",
                  pd.DataFrame(rows), pd.DataFrame(show), _runs(configs))
 
 
 def pairing_summary(pairing: pd.DataFrame) -> pd.DataFrame:
-    """Per family/dataset: how often large-sparse wins at equal NNZ and at equal size."""
+    """Per family/dataset/direction: how often large-sparse wins, and how many verdicts clear
+    the noise (|difference| > 2 SE)."""
     out = []
     if pairing.empty:
         return pd.DataFrame(out)
-    for (fam, ds, syn), g in pairing.groupby(["family", "dataset", "synthetic"], sort=True):
-        r = {"family": fam, "dataset": f"{ds} (synthetic)" if syn else ds}
+    for (fam, ds, syn, dr), g in pairing.groupby(GROUP, sort=True):
+        name = f"{ds} {dr}" if dr else ds
+        r = {"family": fam, "dataset": f"{name} (synthetic)" if syn else name}
         for by in ("NNZ", "size"):
             w = g[f"winner by {by}"]
             n = int((w != "").sum())
@@ -316,8 +339,61 @@ def pairing_summary(pairing: pd.DataFrame) -> pd.DataFrame:
                                                else "no dense model of another size")
             r[f"mean sparse advantage by {by}"] = fmt_num(g[f"sparse advantage by {by}"].mean(),
                                                           sign=True)
+            v = g[f"verdict by {by}"]
+            r[f"verdicts by {by}"] = ", ".join(
+                f"{k} {int((v == k).sum())}" for k in ("wins", "loses", "within noise", NA_ONE_SEED)
+                if (v == k).any()) or "none"
         out.append(r)
     return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- export file sizes
+EXPORT_ORDER = ["dense", "bitmask", "csr", "int8 bitmask"]
+EXPORT_TITLE = {"dense": "dense", "bitmask": "bitmask", "csr": "CSR", "int8 bitmask": "int8 bitmask"}
+
+
+def _export_label(e: dict) -> str:
+    return e["format"] if e["dtype"] == "float32" else f"{e['dtype']} {e['format']}"
+
+
+def export_table(runs: pd.DataFrame, exports: dict) -> Table | None:
+    """Per exported run (exports.json, written by prune-export): the measured file sizes of each
+    format beside the run's own storage accounting (Tables 5 and 6). None when nothing was
+    exported."""
+    if not exports:
+        return None
+    labels = {_export_label(e) for es in exports.values() for e in es}
+    labels = [x for x in EXPORT_ORDER if x in labels] + sorted(labels - set(EXPORT_ORDER))
+    rows, show = [], []
+    for c in runs[runs["run"].isin(exports)].to_dict("records"):
+        files = {_export_label(e): e for e in exports[c["run"]]}   # the last of a kind counts
+        r = {"run": c["run"], "family": c["family"], "base model": c["base"],
+             "dataset": c["dataset"], "direction": c["direction"], "synthetic": c["synthetic"],
+             "sparsity": c["target_sparsity"], "pattern": c["pattern"],
+             "NNZ params": c["params_nnz"], "estimate: dense (bytes)": c["bytes_dense"],
+             "estimate: bit-mask overhead (bytes)": c["bytes_bitmask"],
+             "estimate: CSR(C) overhead (bytes)": c["bytes_csr"],
+             "estimate: model size (MB)": c["model_size_mb"]}
+        d = {"run": c["run"], "sparsity": fmt_sparsity(c["target_sparsity"]),
+             "NNZ params": fmt_nnz(c["params_nnz"]),
+             "Table 5: bit-mask / CSR(C) overhead (MB)":
+                 f"{fmt_num(c['bytes_bitmask'] / 1e6, 3)} / {fmt_num(c['bytes_csr'] / 1e6, 3)}",
+             "Table 6: model size (MB)": fmt_num(c["model_size_mb"], 3)}
+        for x in labels:
+            e = files.get(x, {})
+            r[f"{x} file (bytes)"] = e.get("bytes", np.nan)
+            r[f"{x} predicted (bytes)"] = e.get("predicted_bytes", np.nan)
+            r[f"{x} file"] = e.get("file", "")
+            d[f"{EXPORT_TITLE.get(x, x)} file (MB)"] = fmt_num(e.get("bytes", np.nan) / 1e6, 3)
+        d["dense estimate (MB)"] = fmt_num(c["bytes_dense"] / 1e6, 3)
+        bm, mb = files.get("bitmask", {}).get("bytes", np.nan), c["model_size_mb"]
+        r["bitmask file / model size"] = bm / (mb * 1e6) if mb > 0 else np.nan
+        d["bitmask file / model size"] = fmt_num(r["bitmask file / model size"], 3)
+        rows.append(r)
+        show.append(d)
+    return Table("export_sizes", "Exported files: dense vs bitmask vs CSR vs int8-bitmask sizes "
+                 "beside the storage accounting (Tables 5 and 6)", pd.DataFrame(rows),
+                 pd.DataFrame(show), sorted(exports))
 
 
 def _runs(df: pd.DataFrame) -> list:
