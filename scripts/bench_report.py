@@ -3,9 +3,12 @@
 
     python scripts/bench_report.py [--runs 1000] [--out results/bench/report.json] [--keep DIR]
 
-Generates N finished runs (summary.json + a small metrics.csv and sparsity.csv each) spread over
-all four families, sizes, sparsities and seeds, plus a few incomplete and corrupt runs, then
-times `prune_cli.report.cli.main` in-process (collect -> tables -> figures -> page).
+Generates N finished runs (summary.json, .hydra/config.yaml and a small metrics.csv and
+sparsity.csv each, as prune-run writes them) spread over all four families (GNMT in both
+directions), sizes, sparsities and seeds (so points have 1 to N/configurations seeds), a few runs
+that repeat a (config, seed), exports.json on some sparse runs, plus a few incomplete and corrupt
+runs, then times `prune_cli.report.cli.main` in-process (collect -> points -> tables -> figures ->
+page).
 """
 from __future__ import annotations
 
@@ -36,6 +39,52 @@ GRID = [
       for u in (256, 512, 768)],
     ("gnmt", "wmt16", False, "units", 1024, 211e6, [0, .8, .85, .9], 26.7),
 ]
+# the composed config, as .hydra/config.yaml holds it (about the size of a real one: 2 KB)
+CONFIG = """sparsity: {s}
+seed: {seed}
+device: auto
+results_dir: results
+exp_name: {exp}
+init_from: auto
+trainer:
+  epochs: 13
+  max_steps: 1000
+  checkpoint_every: 100
+  eval_every: 1000000
+  log_every: 50
+  eval_splits:
+  - valid
+  progress: false
+pruning:
+  name: gradual
+  scheme: uniform
+  initial_sparsity: 0.0
+  begin_step: 60
+  end_step: 300
+  frequency: 20
+data:
+  name: {ds}
+  root: ${{oc.env:PRUNE_DATA_ROOT,${{data_home:}}}}
+  download: true
+  batch_size: 20
+optim:
+  name: sgd
+  lr: 1.0
+  momentum: 0.0
+  weight_decay: 0.0
+  lr_schedule:
+    name: epoch_decay
+    decay: 0.5
+    constant_epochs: 4
+model:
+  name: {fam}
+  {key}: {val}
+  layers: 2
+  prune:
+  - embedding.weight
+  - lstm.weight_*
+  - decoder.weight
+""" + "".join(f"  preset_{i}:\n    hidden: {i}\n    dropout: 0.{i}\n    bptt: 35\n" for i in range(12))
 
 
 def summary(fam, ds, syn, key, val, nnz0, s, q, seed, rng) -> dict:
@@ -54,7 +103,8 @@ def summary(fam, ds, syn, key, val, nnz0, s, q, seed, rng) -> dict:
     if fam == "ptb_lstm":
         d.update(perplexity=quality + 40 * s ** 3, val_perplexity=quality + 41 * s ** 3)
     elif fam == "gnmt":
-        d["bleu"] = quality
+        d.update(bleu=quality, val_bleu=quality - 1, direction=("de-en", "en-de")[seed % 2],
+                 bleu_signature="nrefs:1|case:mixed|eff:no|tok:none|smooth:exp|version:2")
     else:
         d.update(top1=quality, top5=min(99.0, quality + 18))
     return d
@@ -62,6 +112,18 @@ def summary(fam, ds, syn, key, val, nnz0, s, q, seed, rng) -> dict:
 
 def write_run(d: Path, summ: dict | None, rows: int, layers: int) -> None:
     d.mkdir(parents=True)
+    if summ is not None:
+        (d / ".hydra").mkdir()
+        (d / ".hydra" / "config.yaml").write_text(CONFIG.format(
+            s=summ["target_sparsity"], seed=summ["seed"], exp=summ["exp_name"],
+            ds=summ["dataset"], fam=summ["family"], key="units" if summ["family"] == "gnmt" else "hidden",
+            val=summ.get("units") or summ.get("hidden") or 0))
+        if summ["target_sparsity"] > 0 and summ["seed"] == 0:
+            nnz, tot = summ["params_nnz"], summ["params_total"]
+            (d / "exports.json").write_text(json.dumps([
+                dict(format=f, dtype=t, file=f"model.{f}.{t}.safetensors", bytes=b, predicted_bytes=b)
+                for f, t, b in (("dense", "float32", 4 * tot), ("bitmask", "float32", 4 * nnz + tot // 8),
+                                ("csr", "float32", 8 * nnz), ("bitmask", "int8", nnz + tot // 8))]))
     s = (summ or {}).get("target_sparsity", 0.5)
     m = ["step,epoch,split,metric,value"]
     for i in range(rows):
@@ -84,6 +146,7 @@ def generate(root: Path, n: int, seed: int = 0) -> dict:
     rng = random.Random(seed)
     configs = [(g, s) for g in GRID for s in g[6]]
     runs = root / "runs"
+    twins = 0
     for i in range(n):
         (fam, ds, syn, key, val, nnz0, _, q), s = configs[i % len(configs)]
         rep = i // len(configs)
@@ -92,13 +155,18 @@ def generate(root: Path, n: int, seed: int = 0) -> dict:
         run_id = f"{key}={val},sparsity={s},seed={rep}"
         summ.update(exp_name=exp, run_id=run_id)
         write_run(runs / exp / run_id, summ, rows=40, layers=12)
+        if rep == 0 and i % 10 == 0:   # the same (config, seed 0) again, without seed= in its name
+            summ = dict(summ, run_id=run_id.replace(",seed=0", ""))
+            write_run(runs / exp / summ["run_id"], summ, rows=40, layers=12)
+            twins += 1
     for j in range(10):  # in progress
         write_run(runs / "bench_incomplete" / f"run{j}", None, rows=20, layers=4)
     for j in range(5):  # corrupt summary.json
         d = runs / "bench_corrupt" / f"run{j}"
         d.mkdir(parents=True)
         (d / "summary.json").write_text('{"family": "ptb_lstm", "params_nnz": ')
-    return dict(finished=n, incomplete=10, corrupt=5, configurations=len(configs))
+    return dict(finished=n + twins, seed_twins=twins, incomplete=10, corrupt=5,
+                configurations=len(configs))
 
 
 def main(argv=None) -> int:

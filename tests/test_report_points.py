@@ -157,7 +157,7 @@ _config = st.fixed_dictionaries({"sparsity": _scalar}, optional={
     **{k: _section for k in ("trainer", "data", "optim", "model")}})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_config, _config)
 def test_config_key_agrees_with_a_full_parse(a, b):
     """Two configs get one key exactly when they agree after dropping NOT_IDENTITY (as YAML

@@ -70,6 +70,8 @@ def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[Fi
     for (fam, ds, syn, dr), grp in configs.groupby(GROUP, sort=True):
         spec = FAMILIES.get(fam, {})
         metrics = [m for m in metrics_for(fam, grp) if grp[m].notna().any()]
+        if fam == "gnmt":
+            metrics = metrics[:1]   # Figure 5 is test BLEU (validation BLEU only when no test)
         if not metrics:
             continue
         # a GNMT run is compared with the paper only when it says which direction it translated
@@ -144,7 +146,11 @@ def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
         ser = sorted((r for r in pts if r["base"] == base), key=lambda r: r["sparsity"])
         ax.plot([r["nnz"] for r in ser], [r[pm] for r in ser], ls=":", marker="s", mfc="none",
                 color=color.get(base, "grey"), label=f"paper: pruned from {base}")
-    for r in pts:   # label each reference point: which of the paper's models it is
+    if m != "bleu":
+        return
+    # Figure 5: label each reference point with the paper's model (few points; text is the
+    # costly part of drawing, so the busier Figures 3-4 rely on their legend)
+    for r in pts:
         text = r["base"] if r["sparsity"] == 0 else f"{r['base']} @ {fmt_sparsity(r['sparsity'])}"
         ax.annotate(text, (r["nnz"], r[pm]), textcoords="offset points", xytext=(3, 3),
                     fontsize=6, color="0.35")
