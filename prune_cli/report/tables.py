@@ -170,7 +170,7 @@ def family_table(configs: pd.DataFrame, family: str) -> Table:
             s = SHORT[m]
             r.update({s: c[m], f"{s} std": c[f"{m}_std"]})
             d[s] = fmt_pm(c[m], c[f"{m}_std"], c[f"{m}_n"])
-            if m == "val_bleu":    # the paper gives test BLEU only
+            if m.startswith("val_"):   # the paper gives test perplexity and test BLEU only
                 continue
             r[f"paper {s}"] = c[f"paper_{m}"]
             d[f"paper {s}"] = fmt_num(c[f"paper_{m}"])
