@@ -44,8 +44,6 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import torch
-
 from . import DataBundle, DataError, register, sha256_file
 from .images import cache_dir, data_root, opt, positive_int
 from .translation import (EOS_ID, PAD_ID, BOS_ID, UNK_ID, Pairs, check_batching, direction,
@@ -240,15 +238,18 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+_MEMO: Dict[str, dict] = {}
+_WARNED: set = set()
+
+
 def _standard(directory: Path, shas: Dict[str, str]) -> bool:
     bad = [f for f, h in shas.items() if h != SHA256[f]]
     for f in bad:
-        log.warning("%s is not the published Multi30k file (sha256 differs); using it anyway",
-                    directory / f)
+        if (str(directory / f), shas[f]) not in _WARNED:
+            _WARNED.add((str(directory / f), shas[f]))
+            log.warning("%s is not the published Multi30k file (sha256 differs); using it anyway",
+                        directory / f)
     return not bad
-
-
-_MEMO: Dict[str, dict] = {}
 
 
 def load_corpus(cfg) -> dict:

@@ -40,7 +40,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from . import DataBundle, DataError, register, sha256_file
-from .images import cache_dir, data_root, opt
+from .images import cache_dir, data_root
 from .translation import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Pairs, Side, check_batching, direction,
                           load_cache, make_bundle, save_atomic, side_from_state, side_state)
 
