@@ -355,6 +355,13 @@ def _timing(cache: str = None) -> None:  # pragma: no cover - manual measurement
         print(f"{label}: {time.perf_counter() - t0:.2f} s; {bundle.meta['train_pairs']} train pairs, "
               f"{bundle.meta['train_too_long']} longer than max_len dropped, "
               f"{bundle.steps_per_epoch} steps/epoch")
+    t0 = time.perf_counter()
+    n = sum(1 for _ in bundle.train_epoch(0))
+    dt = time.perf_counter() - t0
+    print(f"one training epoch of batches: {dt:.2f} s ({n / dt:.0f} batches/s)")
+    t0 = time.perf_counter()
+    n = sum(len(b[4]) for b in bundle.eval_splits["test"]())
+    print(f"test split batches: {time.perf_counter() - t0:.3f} s for {n} sentences")
 
 
 if __name__ == "__main__":  # pragma: no cover
