@@ -111,6 +111,11 @@ def _task(cfg: DictConfig) -> None:
 
 
 def _one_line(text: str) -> str:
+    # A job in another process (a submitit job) that stopped with its one-line error: Hydra
+    # relays the launcher's report, which quotes the job's stderr; repeat the job's own line.
+    said = [ln.split("prune-run: error: ", 1)[1] for ln in text.splitlines() if "prune-run: error: " in ln]
+    if said:
+        return said[-1]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()
              and not ln.startswith(("Set the environment variable HYDRA_FULL_ERROR", "    full_key", "    object_type"))]
     return "; ".join(lines) or "invalid arguments"
@@ -145,4 +150,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m prune_cli.cli`: run the importable module's main, so that the joblib and submitit
+    # launchers pickle the task function by reference (prune_cli.cli._task), never by value from
+    # __main__ (which would drag this module's globals, open files included, into every job).
+    from prune_cli.cli import main as importable_main
+    importable_main()
