@@ -15,7 +15,7 @@ from tqdm import tqdm
 from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import distributed
 from prune_cli.train.optim import learning_rate
-from prune_cli.train.precision import autocast, compile_model, compile_count, grad_scaler
+from prune_cli.train.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32, grad_scaler
 
 
 class DivergedError(Exception):
@@ -48,6 +48,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
     if t.get("compile", False):
         forward = compile_model(forward)
     precision = t.get("precision", "fp32")
+    cpu_lstm_in_fp32(model, precision, device)
     scaler = grad_scaler(precision, device)
     if scaler is not None and "scaler" in state.extra:
         scaler.load_state_dict(state.extra["scaler"])

@@ -26,6 +26,24 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def cpu_lstm_in_fp32(model: torch.nn.Module, precision: str, device: torch.device) -> None:
+    """bf16 on a CPU whose oneDNN has no bf16 LSTM (no AVX512-BF16/AMX: it refuses to build the
+    primitive): run each nn.LSTM/GRU/RNN in fp32 with autocast off, the rest of the forward in
+    bf16. Elsewhere (GPU, or a CPU with bf16 kernels) autocast is left to choose."""
+    if precision != "bf16" or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return
+    for module in model.modules():
+        if isinstance(module, torch.nn.RNNBase) and not getattr(module, "_prune_cli_fp32", False):
+            plain = module.forward
+
+            def forward(x, hx=None, _plain=plain):
+                with torch.autocast("cpu", enabled=False):
+                    hx = None if hx is None else tuple(h.float() for h in hx) if isinstance(hx, tuple) else hx.float()
+                    return _plain(x.float() if x.is_floating_point() else x, hx)
+            module.forward = forward
+            module._prune_cli_fp32 = True
+
+
 def grad_scaler(precision: str, device: torch.device):
     """A GradScaler for fp16 on GPU, else None (bf16 and fp32 need no loss scaling)."""
     if precision == "fp16":
