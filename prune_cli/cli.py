@@ -3,7 +3,7 @@ import hashlib
 import io
 import re
 import sys
-from pathlib import Path
+import warnings
 from typing import List
 
 import hydra
@@ -24,8 +24,22 @@ def run_id(override_dirname: str) -> str:
     return name
 
 
+def gpus(device: str, tasks: int = 1) -> int:
+    """GPUs a launcher job asks for (hydra/launcher/submitit_*.yaml): one a task when ``device``
+    wants CUDA (auto: when the launching machine has one), else none: submitit hides every GPU
+    from a job that requested none."""
+    device = str(device)
+    if device.startswith("cuda"):
+        return int(tasks)
+    if device == "auto":
+        import torch
+        return int(tasks) if torch.cuda.is_available() else 0
+    return 0
+
+
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)
 OmegaConf.register_new_resolver("data_home", data_home, replace=True)
+OmegaConf.register_new_resolver("gpus", gpus, replace=True)
 
 
 def fail(message: str) -> None:
@@ -46,7 +60,6 @@ class ValidateFirst(Callback):
             validate(job_config(config))
         except ConfigError as e:
             fail(str(e))
-        note_existing(config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str = None, **kwargs) -> None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -63,18 +76,6 @@ class ValidateFirst(Callback):
                     validate(job_config(job))
                 except ConfigError as e:
                     fail(f"{e} (in job: {' '.join(overrides)})")
-                note_existing(job)
-
-
-def note_existing(cfg: DictConfig) -> None:
-    """Remember which result folders exist before Hydra creates a run's folder, so that a run
-    refused later (a checkpoint that does not fit) can leave results/ exactly as it found it."""
-    from prune_cli.train import run as run_module
-
-    base = Path(cfg.results_dir)
-    for folder in (base, base / "runs", base / "runs" / str(cfg.exp_name)):
-        if folder.exists():
-            run_module.PREEXISTING.add(folder.absolute())
 
 
 def check_group_choices(args: List[str]) -> None:
@@ -110,6 +111,11 @@ def _task(cfg: DictConfig) -> None:
 
 
 def _one_line(text: str) -> str:
+    # A job in another process (a submitit job) that stopped with its one-line error: Hydra
+    # relays the launcher's report, which quotes the job's stderr; repeat the job's own line.
+    said = [ln.split("prune-run: error: ", 1)[1] for ln in text.splitlines() if "prune-run: error: " in ln]
+    if said:
+        return said[-1]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()
              and not ln.startswith(("Set the environment variable HYDRA_FULL_ERROR", "    full_key", "    object_type"))]
     return "; ".join(lines) or "invalid arguments"
@@ -117,6 +123,9 @@ def _one_line(text: str) -> str:
 
 def main() -> None:
     check_group_choices(sys.argv[1:])
+    # conf/hydra/launcher/{joblib,submitit_*}.yaml carry the project's defaults under the plugins'
+    # own names, so Hydra validates them against the plugins' schemas (and says so, each time).
+    warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema with the same name")
     entry = hydra.main(config_path="pkg://prune_cli.conf", config_name="config", version_base="1.3")(_task)
     # Until the first job starts, hold Hydra's stderr: a malformed override (a key the config
     # lacks, bad syntax) is several lines and exit 1 there; here it is one line and exit 2.
@@ -141,4 +150,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m prune_cli.cli`: run the importable module's main, so that the joblib and submitit
+    # launchers pickle the task function by reference (prune_cli.cli._task), never by value from
+    # __main__ (which would drag this module's globals, open files included, into every job).
+    from prune_cli.cli import main as importable_main
+    importable_main()

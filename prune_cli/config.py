@@ -53,8 +53,59 @@ def _writable_dir(path: str) -> None:
         raise ConfigError(f"results_dir={path} cannot be written ({probe} is not writable); choose another results_dir")
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _scalar_text(value) -> bool:  # a name or a path; Hydra reads exp_name=2024 as an int
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+# key -> (check, what it must be, an example). Hydra gives a typed value for every override
+# (seed=notanint is a str, seed=1.5 a float, seed=true a bool); a wrong type caught here is one
+# line, instead of a traceback from deep inside the run.
+TOP_KEYS = {
+    "sparsity": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number in [0, 1)", "0.9"),
+    "seed": (_is_int, "an integer", "0"),
+    "device": (_scalar_text, "auto, cpu, cuda or cuda:N", "cpu"),
+    "results_dir": (_scalar_text, "a directory path", "results"),
+    "exp_name": (_scalar_text, "a name", "my_study"),
+    "init_from": (_scalar_text, "auto, none or a checkpoint path", "auto"),
+}
+_POS_INT = (lambda v: _is_int(v) and v >= 1, "a positive integer", "100")
+_POS_INT_OR_NULL = (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null", "100")
+_BOOL = (lambda v: isinstance(v, bool), "true or false", "true")
+TRAINER_KEYS = {
+    "epochs": _POS_INT, "max_steps": _POS_INT_OR_NULL, "checkpoint_every": _POS_INT,
+    "eval_every": _POS_INT_OR_NULL, "log_every": _POS_INT, "threads": _POS_INT_OR_NULL,
+    "eval_splits": (lambda v: v is None or (OmegaConf.is_list(v) and all(isinstance(x, str) for x in v)),
+                    "a list of split names or null", "[test]"),
+    "progress": _BOOL, "channels_last": _BOOL, "compile": _BOOL,
+    "precision": (lambda v: v in PRECISIONS, " | ".join(PRECISIONS), "bf16"),
+}
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Every top-level and trainer key has a value of its type (before anything reads them)."""
+    for prefix, node, keys in (("", cfg, TOP_KEYS), ("trainer.", cfg.trainer, TRAINER_KEYS)):
+        for key, (ok, what, example) in keys.items():
+            if key not in node:
+                continue
+            try:
+                value = node[key]
+            except Exception as e:  # an interpolation that cannot resolve
+                raise ConfigError(f"{prefix}{key} does not resolve: {str(e).splitlines()[0]}") from None
+            if not ok(value):
+                shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+                raise ConfigError(f"{prefix}{key}={shown!r} must be {what}; e.g. {prefix}{key}={example}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first problem found in ``cfg``; return quietly when it is fine."""
+    check_types(cfg)
     m = cfg.model
     if m.name not in models.names():
         raise ConfigError(f"unknown model '{m.name}'; valid: {', '.join(models.names())}")
@@ -99,10 +150,13 @@ def validate(cfg: DictConfig) -> None:
     device = str(cfg.device)
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"device={device}: use auto, cpu, cuda or cuda:N")
+    import torch
     if device.startswith("cuda"):
-        import torch
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device} but no CUDA device is available here; use device=cpu or device=auto")
+    if t.precision == "fp16" and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
+        raise ConfigError("trainer.precision=fp16 needs a GPU (its gradient scaler is CUDA-only); "
+                          "on CPU use trainer.precision=bf16 or fp32")
 
     init = str(cfg.init_from)
     if init not in ("auto", "none") and not Path(init).expanduser().is_file():

@@ -13,7 +13,9 @@ import torch
 from tqdm import tqdm
 
 from prune_cli.train import checkpoint as ckpt
+from prune_cli.train import distributed
 from prune_cli.train.optim import learning_rate
+from prune_cli.train.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32, grad_scaler
 
 
 class DivergedError(Exception):
@@ -30,31 +32,50 @@ class LoopState:
 
 
 def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, total_steps: int,
-        eval_split: Optional[str], log: Callable[[str], None]) -> LoopState:
+        eval_split: Optional[str], log: Callable[[str], None],
+        parallel: distributed.Parallel = distributed.Parallel()) -> LoopState:
+    """Train ``model`` to ``total_steps``. On several ranks (``parallel``) the forward goes through
+    DDP and each rank sees its shard of the batch (run.py wraps the data); losses are averaged over
+    ranks before they are logged; checkpoints hold every rank's RNG and task state."""
     t = cfg.trainer
     spe = data.steps_per_epoch
     clip = cfg.optim.get("clip_grad_norm")
     params = [p for p in model.parameters() if p.requires_grad]
     # Plain ints for the per-step checks: no config-node lookups on the hot path.
     eval_every, log_every, checkpoint_every = t.eval_every or spe, t.log_every, t.checkpoint_every
+    device = next(model.parameters()).device
+    forward = distributed.wrap(model, parallel)  # evaluation and checkpoints use the bare model
+    if t.get("compile", False):
+        forward = compile_model(forward)
+    precision = t.get("precision", "fp32")
+    cpu_lstm_in_fp32(model, precision, device)
+    scaler = grad_scaler(precision, device)
+    if scaler is not None and "scaler" in state.extra:
+        scaler.load_state_dict(state.extra["scaler"])
     model.train()
 
     def record_masks(step):
+        parallel.check_masks(pruner, step)
         if pruner.masks:  # a dense run (or a dense start) has no masks to report
             folder.log_sparsity(step, pruner.stats())
 
-    running = torch.zeros((), device=next(model.parameters()).device)
+    running = torch.zeros((), device=device)
 
     def save():
-        state.loss_sum += float(running)  # unflushed losses travel with the checkpoint
+        state.loss_sum += float(parallel.mean(running))  # unflushed losses travel with the checkpoint
         running.zero_()
         if not math.isfinite(state.loss_sum):
             raise DivergedError(f"training loss is {state.loss_sum / max(1, state.loss_count)} at step {state.step}")
-        ckpt.save(folder.checkpoint, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
-            "task": task.state_dict(), "rng": ckpt.rng_state(), "loop": state.__dict__,
-            "config": cfg_container(cfg),
-        })
+        if scaler is not None:
+            state.extra["scaler"] = scaler.state_dict()
+        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
+        if folder.writes:
+            ckpt.save(folder.checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
+                "task": ranks[0]["task"], "rng": ranks[0]["rng"], "loop": state.__dict__,
+                "config": cfg_container(cfg),
+                **({"world_size": parallel.world_size, "ranks": ranks} if parallel.enabled else {}),
+            })
 
     if state.step == 0 and pruner.step(0):
         record_masks(0)
@@ -70,13 +91,22 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
             lr = learning_rate(cfg.optim, state.step, spe, total_steps, state.extra.get("lr_scale", 1.0))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = task.loss(model, batch)
+            with autocast(precision, device):  # the forward only: masks and updates stay in fp32
+                loss = task.loss(forward, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # true gradients for masking and clipping
             pruner.mask_gradients()
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
             state.step += 1
             if pruner.step(state.step):
                 record_masks(state.step)
@@ -87,7 +117,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
             step = state.step
             end_of_epoch = step % spe == 0
             if step % log_every == 0 or end_of_epoch or step == total_steps:
-                state.loss_sum += float(running)  # one device sync per metrics row, not per step
+                state.loss_sum += float(parallel.mean(running))  # one device sync per metrics row, not per step
                 running.zero_()
                 mean = state.loss_sum / state.loss_count
                 if not math.isfinite(mean):
@@ -109,6 +139,8 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
                 break
     bar.close()
     state.elapsed = time.perf_counter() - started
+    if t.get("compile", False):
+        log(f"torch.compile: {compile_count()} graph(s) compiled")
     return state
 
 

@@ -22,8 +22,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class RunFolder:
-    def __init__(self, path):
+    """``writes=False``: a data-parallel rank other than 0, which reads the folder but never writes it."""
+
+    def __init__(self, path, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes
         self.metrics = self.path / "metrics.csv"
         self.sparsity = self.path / "sparsity.csv"
         self.checkpoint = self.path / "checkpoint.pt"
@@ -36,6 +39,8 @@ class RunFolder:
 
     def start(self, job_cfg, hydra_cfg, resume_step: int = None) -> None:
         """Create the folder (fresh run) or drop rows written after the checkpoint (resume)."""
+        if not self.writes:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             record = self.path / ".hydra"
@@ -64,6 +69,8 @@ class RunFolder:
         atomic_write_text(path, "\n".join(lines) + "\n")
 
     def _append(self, path: Path, rows: Iterable[List]) -> None:
+        if not self.writes:
+            return
         with open(path, "a", newline="") as f:
             csv.writer(f).writerows(rows)
 
@@ -75,4 +82,6 @@ class RunFolder:
                                      for s in stats])
 
     def write_summary(self, record: dict) -> None:
+        if not self.writes:
+            return
         atomic_write_text(self.summary, json.dumps({"schema_version": SCHEMA_VERSION, **record}, indent=1) + "\n")

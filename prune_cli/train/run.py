@@ -19,6 +19,7 @@ from prune_cli import data as datasets
 from prune_cli import models
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.train import checkpoint as ckpt
+from prune_cli.train import distributed
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
 from prune_cli.train.optim import build_optimizer
 from prune_cli.train.results import RunFolder
@@ -27,20 +28,8 @@ from prune_cli.train.tasks import build_task
 log = logging.getLogger("prune_cli")
 
 # Keys that may differ between a checkpoint and the command resuming it.
-VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "data.root", "data.download")
-
-
-# Result folders that existed before Hydra made this run's folder (filled in by the CLI).
-PREEXISTING = set()
-
-
-def undo_mkdir(run_dir: Path, results_dir: Path) -> None:
-    """Remove the empty folders Hydra created for a run that was refused before writing."""
-    top = results_dir.absolute()
-    folder = run_dir.absolute()
-    while folder != top.parent and folder not in PREEXISTING and folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        folder = folder.parent
+VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
+            "data.download")
 
 
 class RunError(Exception):
@@ -161,30 +150,45 @@ def run(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    run_dir = Path(hydra_cfg.runtime.output_dir) if hydra_cfg else Path(cfg.results_dir, "runs", cfg.exp_name, cfg.run_id)
+    # Hydra makes no folder for a run (conf: hydra.run.dir=., hydra.sweep.subdir=.): the run
+    # folder is made below, after every check, so a refused run leaves results/ as it was.
+    run_dir = Path(cfg.results_dir, "runs", str(cfg.exp_name), cfg.run_id)
     run_id = run_dir.name
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.pop("run_id", None)
+    distributed.set_threads(cfg.trainer.get("threads"), hydra_cfg)
+    parallel = distributed.setup(resolve_device(cfg.device))
     try:
-        _run(cfg, RunFolder(run_dir), run_id, hydra_cfg)
+        _run(cfg, RunFolder(run_dir, writes=parallel.is_main), run_id, hydra_cfg, parallel)
     except (RunError, ckpt.CheckpointError, datasets.DataError) as e:
-        undo_mkdir(run_dir, Path(cfg.results_dir))
-        print(f"prune-run: error: {e}", file=sys.stderr)
+        if parallel.is_main:
+            print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except DivergedError as e:
-        print(f"prune-run: error: {e}; stopped, the last good checkpoint is kept in {run_dir}", file=sys.stderr)
+    except (DivergedError, distributed.RankMismatchError) as e:
+        if parallel.is_main or isinstance(e, distributed.RankMismatchError):
+            print(f"prune-run: error: {e}; stopped, the last good checkpoint is kept in {run_dir}", file=sys.stderr)
         sys.exit(3)
+    finally:
+        distributed.teardown()
 
 
-def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
+def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.Parallel) -> None:
     if folder.finished:
-        print(f"prune-run: {folder.path} is finished (summary.json exists): nothing to do", file=sys.stderr)
+        if parallel.is_main:
+            print(f"prune-run: {folder.path} is finished (summary.json exists): nothing to do", file=sys.stderr)
         return
-    device = resolve_device(cfg.device)
+    device = parallel.device
     seed_everything(cfg.seed)
     data = datasets.build(cfg.data, cfg.seed)
+    if parallel.enabled:
+        if cfg.data.batch_size % parallel.world_size:
+            raise RunError(f"data.batch_size={cfg.data.batch_size} (the global batch) does not split evenly over "
+                           f"{parallel.world_size} ranks; use a multiple of {parallel.world_size}")
+        data.train_epoch = distributed.sharded(data.train_epoch, parallel)
     model = models.build(cfg.model, data.meta).to(device)
+    if parallel.rank > 0:  # same initial weights everywhere; each rank its own dropout stream
+        seed_everything(cfg.seed + parallel.rank)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, device)
@@ -197,6 +201,11 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
     if state is not None and comparable(state["config"]) != comparable(cfg_container(cfg)):
         raise RunError(f"checkpoint {folder.checkpoint} was written by a different config; it was left as it is: "
                        "use another exp_name or results_dir, or move the folder away")
+    if state is not None and state.get("world_size", 1) != parallel.world_size:
+        raise RunError(f"checkpoint {folder.checkpoint} was written by {state.get('world_size', 1)} rank(s), this run has "
+                       f"{parallel.world_size}: resume with the same number of processes (each rank's RNG and "
+                       "data state is in it), or move the folder away")
+    mine = state["ranks"][parallel.rank] if state is not None and parallel.enabled else state
     init_from = "scratch"
     if state is None and float(cfg.sparsity) > 0 and str(cfg.init_from) == "auto":
         init_from = find_dense_run(cfg, cfg.seed) or "scratch"
@@ -217,24 +226,27 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
         except (RuntimeError, ValueError, KeyError) as e:
             raise RunError(f"checkpoint {folder.checkpoint} does not fit this run ({str(e).splitlines()[0][:100]}); "
                            "it was left as it is: move it away to start over") from None
-        task.load_state_dict(state["task"])
+        task.load_state_dict(mine["task"])
         loop = LoopState(**state["loop"])
         init_from = loop.extra.get("init_from", init_from)
 
     # -- from here on, the run folder is written ----------------------------------------
     folder.start(cfg, hydra_cfg, resume_step=loop.step if state is not None else None)
-    handler = logging.FileHandler(folder.log)
+    # Rank 0 alone logs and writes; the other ranks train silently beside it.
+    handler = logging.FileHandler(folder.log) if folder.writes else logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    console = _TqdmHandler()
+    console = _TqdmHandler() if folder.writes else logging.NullHandler()
     log.addHandler(handler)
     log.addHandler(console)
     log.setLevel(logging.INFO)
     say = log.info
     try:
         say(("resume" if state else "start") + f" {folder.path} at step {loop.step}/{total} on {device}; "
-            f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}")
+            f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}"
+            + (f"; {parallel.world_size} ranks" if parallel.enabled else "")
+            + "".join(f"; {k} {cfg.trainer[k]}" for k in ("precision", "compile") if cfg.trainer.get(k) not in (None, "fp32", False)))
         if state is not None:
-            ckpt.set_rng_state(state["rng"])
+            ckpt.set_rng_state(mine["rng"])
         splits = list(data.eval_splits)
         eval_split = next((s for s in splits if s != "test"), None)
         loop.extra["init_from"] = init_from
@@ -243,7 +255,8 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
         loop.extra["lr_scale"] = float(cfg.optim.get("sparse_lr_factor", 1.0)) if from_trained else 1.0
         try:
             loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg,
-                       folder=folder, state=loop, total_steps=total, eval_split=eval_split, log=say)
+                       folder=folder, state=loop, total_steps=total, eval_split=eval_split, log=say,
+                       parallel=parallel)
         except DivergedError as e:
             log.removeHandler(console)  # the CLI prints the one-line error
             say(f"stopped: {e}; the last good checkpoint is kept")
@@ -254,8 +267,12 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
             final[split] = task.evaluate(model.eval(), data.eval_splits[split]())
             folder.log_metrics(loop.step, loop.step / spe, split, final[split])
             say(f"final {split} " + " ".join(f"{k} {v:.4g}" for k, v in final[split].items()))
-        folder.write_summary(summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device))
+        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device)
+        record.update(world_size=parallel.world_size, precision=cfg.trainer.get("precision", "fp32"),
+                      compile=bool(cfg.trainer.get("compile", False)))
+        folder.write_summary(record)
         say(f"finished {folder.path} in {loop.elapsed:.1f} s")
+        parallel.barrier()  # the other ranks end once rank 0 has written summary.json
     finally:
         for h in (handler, console):
             log.removeHandler(h)
