@@ -17,6 +17,7 @@ from omegaconf import open_dict
 
 from prune_cli import data as datasets
 from prune_cli import models
+from prune_cli.config import effective_sparsity
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.train import checkpoint as ckpt
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
@@ -137,6 +138,7 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         "size": m.get("size"), "hidden": m.get("hidden"), "width": m.get("width"), "units": m.get("units"),
         "dataset": data.meta.get("dataset", cfg.data.name), "synthetic": bool(data.meta.get("synthetic", False)),
         "target_sparsity": float(cfg.sparsity), "pruning": cfg.pruning.name, "scheme": cfg.pruning.scheme,
+        "pattern": pruner.pattern,
         "achieved_sparsity": 1.0 - sum(s.nnz for s in masked) / pruned if pruned else 0.0,
         **{k: v for k, v in report.as_dict().items() if k != "params_pruned"},
         "params_pruned": report.params_pruned,
@@ -168,6 +170,7 @@ def run(cfg) -> None:
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.pop("run_id", None)
+        cfg.sparsity = effective_sparsity(cfg)  # pruning.pattern=N:M alone means sparsity 1 - N/M
     try:
         _run(cfg, RunFolder(run_dir), run_id, hydra_cfg)
     except (RunError, ckpt.CheckpointError, datasets.DataError) as e:
@@ -209,7 +212,11 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
 
     schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch")
     optimizer = build_optimizer(cfg.optim, model.parameters())
-    pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer)
+    try:
+        pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer,
+                        pattern=cfg.pruning.get("pattern", "unstructured"))
+    except ValueError as e:
+        raise RunError(str(e)) from None
     loop = LoopState()
     if state is not None:
         try:
@@ -235,6 +242,8 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg) -> None:
     try:
         say(("resume" if state else "start") + f" {folder.path} at step {loop.step}/{total} on {device}; "
             f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}")
+        if pruner.dense:
+            say(f"pattern {pruner.pattern}: left dense (dimension 1 not a multiple of {pruner.nm[1]}): {', '.join(pruner.dense)}")
         if state is not None:
             ckpt.set_rng_state(state["rng"])
         splits = list(data.eval_splits)
