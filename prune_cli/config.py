@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prune_cli import data as datasets
 from prune_cli import models
-from prune_cli.pruning import SCHEMES
+from prune_cli.pruning import SCHEMES, parse_pattern, pattern_sparsity
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install; see conf_dir()
 GROUPS = ("model", "data", "pruning", "optim", "trainer", "experiment", "point")
@@ -101,6 +101,31 @@ def check_types(cfg: DictConfig) -> None:
             if not ok(value):
                 shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
                 raise ConfigError(f"{prefix}{key}={shown!r} must be {what}; e.g. {prefix}{key}={example}")
+def effective_sparsity(cfg) -> float:
+    """The run's final sparsity: ``sparsity``, or 1 - N/M when pruning.pattern=N:M leaves it 0."""
+    pattern = cfg.pruning.get("pattern", "unstructured")
+    return pattern_sparsity(pattern) if parse_pattern(pattern) else float(cfg.sparsity)
+
+
+def _check_pattern(p, sparsity: float) -> float:
+    """pruning.pattern=N:M fixes the sparsity at 1 - N/M: ``sparsity`` may be left 0 or say the same."""
+    pattern = p.get("pattern", "unstructured")
+    try:
+        nm = parse_pattern(pattern)
+    except ValueError as e:
+        raise ConfigError(f"pruning.{e}") from None
+    if nm is None:
+        return sparsity
+    implied = pattern_sparsity(pattern)
+    if p.name == "none":
+        raise ConfigError(f"pruning=none with pruning.pattern={pattern}: use pruning=gradual (or oneshot), or pattern unstructured")
+    if p.scheme == "global":
+        raise ConfigError(f"pruning.scheme=global with pruning.pattern={pattern}: N:M fixes every tensor at sparsity "
+                          f"{implied:g}, so one global threshold has nothing to allocate; use uniform or layerwise_constant")
+    if sparsity > 0 and abs(sparsity - implied) > 1e-6:
+        raise ConfigError(f"sparsity={sparsity:g} contradicts pruning.pattern={pattern} ({nm[0]} of every {nm[1]} weights "
+                          f"kept: sparsity {implied:g}); use sparsity={implied:g} or leave sparsity out")
+    return implied
 
 
 def validate(cfg: DictConfig) -> None:
@@ -126,6 +151,7 @@ def validate(cfg: DictConfig) -> None:
     p = cfg.pruning
     if p.scheme not in SCHEMES:
         raise ConfigError(f"unknown pruning.scheme '{p.scheme}'; valid: {', '.join(SCHEMES)}")
+    sparsity = _check_pattern(p, sparsity)
     if p.name == "none" and sparsity > 0:
         raise ConfigError(f"pruning=none with sparsity={sparsity}: use pruning=gradual (or oneshot), or sparsity=0")
     _fraction("pruning.initial_sparsity", p.initial_sparsity)

@@ -12,11 +12,21 @@ model's state_dict, deepcopy and pickling are untouched). Applying them is one f
 multiply over all pruned tensors, for the gradients and again for the weights; re-masking
 the weights after every optimizer step is what makes momentum, Adam state and weight decay
 unable to revive a pruned weight, whatever the optimizer.
+
+N:M patterns (``pattern="2:4"``): in every group of M consecutive weights along dimension 1
+(input features of a linear or LSTM matrix, input channels of a convolution; the other
+indices fixed) at most N survive, the layout sparse tensor cores accelerate. It composes with
+any schedule without a second selector: at each update the N largest live weights of every
+group get the largest possible key, so the same exact radix select prunes only the others,
+smallest first, down to keep_count(numel, s_t). At s_f = 1 - N/M exactly the N largest of
+every group remain; before it, the tensor follows eq. 1 exactly. Tensors whose dimension 1 is
+not a multiple of M cannot be grouped and stay dense (``Pruner.dense``).
 """
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -32,6 +42,7 @@ ZERO_PRESERVING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.o
 _CHUNK = 1 << 22  # elements per pass-chunk: bounds temporaries to a few tens of MB
 _HI_BUCKETS = 1 << 15  # keys are 31-bit; high 15 bits
 _LO_BUCKETS = 1 << 16  # low 16 bits
+_MAX_KEY = 0x7FFFFFFF  # above every finite or infinite magnitude: N:M's protected weights
 
 
 def keep_count(numel: int, sparsity: float) -> int:
@@ -102,14 +113,78 @@ def _select(keys: torch.Tensor, threshold: int, ties: int) -> torch.Tensor:
 def topk_mask(weight: torch.Tensor, k: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Bool mask (weight's shape) keeping exactly the k largest-magnitude unpruned weights."""
     keys = magnitude_keys(weight, mask)
+    return _topk_of_keys(keys, k, keys.numel() if mask is None else None).view(weight.shape)
+
+
+def _topk_of_keys(keys: torch.Tensor, k: int, alive: Optional[int] = None) -> torch.Tensor:
+    """Flat bool mask of the k largest keys (ties by position); keys < 0 are never kept."""
     if k <= 0:
-        return torch.zeros_like(keys, dtype=torch.bool).view(weight.shape)
-    alive = keys.numel() if mask is None else int((keys >= 0).sum())
-    k = min(k, alive)
+        return torch.zeros_like(keys, dtype=torch.bool)
+    k = min(k, int((keys >= 0).sum()) if alive is None else alive)
     if k == keys.numel():
-        return torch.ones_like(keys, dtype=torch.bool).view(weight.shape)
+        return torch.ones_like(keys, dtype=torch.bool)
     threshold, above = kth_largest_key([lambda: keys], k)
-    return _select(keys, threshold, k - above).view(weight.shape)
+    return _select(keys, threshold, k - above)
+
+
+# -- N:M patterns ------------------------------------------------------------------------------
+def parse_pattern(pattern) -> Optional[Tuple[int, int]]:
+    """``"unstructured"`` (or None) -> None; ``"N:M"`` -> (N, M) with 0 < N < M."""
+    if pattern is None or pattern == "unstructured":
+        return None
+    match = re.fullmatch(r"(\d+):(\d+)", str(pattern).strip())
+    if not match or not 0 < int(match[1]) < int(match[2]):
+        hint = " (in a YAML file quote it, \"2:4\": unquoted, YAML reads 2:4 as the number 124)" \
+            if isinstance(pattern, int) else ""
+        raise ValueError(f"pattern={pattern} is neither unstructured nor N:M with 0 < N < M, e.g. 2:4{hint}")
+    return int(match[1]), int(match[2])
+
+
+def pattern_sparsity(pattern) -> float:
+    """The sparsity an N:M pattern implies, 1 - N/M (0.0 for unstructured: any sparsity goes)."""
+    nm = parse_pattern(pattern)
+    return 0.0 if nm is None else 1.0 - nm[0] / nm[1]
+
+
+def nm_fits(shape: Sequence[int], m: int) -> bool:
+    """Whether a tensor of ``shape`` splits into groups of m along dimension 1."""
+    return len(shape) >= 2 and shape[1] % m == 0
+
+
+def nm_group_top(keys: torch.Tensor, shape: Sequence[int], n: int, m: int) -> torch.Tensor:
+    """Flat bool: the n largest live keys (>= 0) of every group of m along dimension 1.
+
+    Ties are broken by position (the lower index along dimension 1, i.e. the lower flat index,
+    as everywhere in the core). A weight's rank in its group is counted with m vectorised
+    compares (m is small: 4 or 8), chunked over dimension 0 to bound temporaries; no sort.
+    """
+    rows = shape[0]
+    grouped = keys.view(rows, shape[1] // m, m, -1)  # (rows, groups, m, rest): a view, no copy
+    top = torch.empty(grouped.shape, dtype=torch.bool, device=keys.device)
+    step = max(1, _CHUNK // max(1, keys.numel() // max(1, rows)))
+    for a in range(0, rows, step):
+        k = grouped[a:a + step]
+        rank = torch.zeros(k.shape, dtype=torch.int32, device=keys.device)
+        for j in range(m):
+            kj = k[:, :, j:j + 1]
+            rank += kj > k  # larger keys in the group
+            rank[:, :, j + 1:] += kj == k[:, :, j + 1:]  # equal keys earlier in the group
+        top[a:a + step] = (rank < n) & (k >= 0)
+    return top.view(-1)
+
+
+def nm_topk_mask(weight: torch.Tensor, k: int, n: int, m: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Bool mask keeping the k largest live weights, never one of a group's n largest.
+
+    The n largest live weights of every group of m along dimension 1 get the key _MAX_KEY (and
+    every other key is capped just below it, so a NaN weight cannot tie with them); the exact
+    radix select then keeps exactly min(k, live) weights: all protected ones while k is at
+    least their number, so at k = numel * n / m exactly the top n of every group.
+    """
+    keys = magnitude_keys(weight, mask)
+    protected = nm_group_top(keys, weight.shape, n, m)
+    keys.clamp_(max=_MAX_KEY - 1).masked_fill_(protected, _MAX_KEY)
+    return _topk_of_keys(keys, k).view(weight.shape)
 
 
 def global_topk_masks(weights: Sequence[torch.Tensor], k: int,
@@ -180,17 +255,38 @@ class Pruner:
     (each update interval is subdivided and one tensor at a time is brought to the level:
     tensor j of L updates ``floor(j * frequency / L)`` steps after the schedule's update
     step) or ``global`` (one threshold over all selected tensors, total NNZ exact).
+    ``pattern``: ``unstructured`` (default) or ``"N:M"`` (see the module docstring): the
+    schedule must end at 1 - N/M; selected tensors whose dimension 1 is not a multiple of M
+    are left dense and listed in ``dense``. Not with ``global``: N:M fixes every tensor at
+    1 - N/M, so one global threshold would have nothing left to allocate.
     """
 
     def __init__(self, model: nn.Module, schedule: GradualSchedule, params, scheme: str = "uniform",
-                 optimizer: Optional[torch.optim.Optimizer] = None):
+                 optimizer: Optional[torch.optim.Optimizer] = None, pattern: str = "unstructured"):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pruning scheme '{scheme}'; use one of {', '.join(SCHEMES)}")
+        self.nm = parse_pattern(pattern)
+        self.pattern = "unstructured" if self.nm is None else f"{self.nm[0]}:{self.nm[1]}"
         self.schedule = schedule
         self.scheme = scheme
         self.optimizer = optimizer
         self.names = _resolve(model, params)
         named = dict(model.named_parameters())
+        self.dense: List[str] = []  # selected, but left dense by the pattern
+        if self.nm is not None:
+            n, m = self.nm
+            if scheme == "global":
+                raise ValueError(f"pattern {self.pattern} with scheme global: N:M fixes every tensor at "
+                                 f"{1 - n / m:g} sparsity, leaving one global threshold nothing to allocate; "
+                                 "use uniform or layerwise_constant")
+            if abs(schedule.final_sparsity - (1 - n / m)) > 1e-9:
+                raise ValueError(f"pattern {self.pattern} keeps {n} of every {m} weights, sparsity {1 - n / m:g}: "
+                                 f"the schedule's final sparsity {schedule.final_sparsity:g} contradicts it")
+            self.dense = [x for x in self.names if not nm_fits(named[x].shape, m)]
+            self.names = [x for x in self.names if x not in self.dense]
+            if not self.names:
+                raise ValueError(f"pattern {self.pattern}: no selected tensor has dimension 1 a multiple of {m} "
+                                 f"({', '.join(self.dense)}); choose another pattern or other tensors")
         self.params = [named[n] for n in self.names]
         layers = len(self.names)
         step = schedule.frequency if scheme == "layerwise_constant" else 0
@@ -268,7 +364,14 @@ class Pruner:
             return
         for n, p in zip(self.names, self.params):
             if targets[n] > self.targets[n] or (targets[n] > 0 and n not in self.masks):
-                self._set_mask(n, topk_mask(p, keep_count(p.numel(), targets[n]), self.masks.get(n)), targets[n])
+                self._set_mask(n, self._keep(p, targets[n], self.masks.get(n)), targets[n])
+
+    def _keep(self, p: torch.Tensor, target: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.nm is None:
+            return topk_mask(p, keep_count(p.numel(), target), mask)
+        n, m = self.nm
+        # Never below n of every m, whatever the float rounding of the target.
+        return nm_topk_mask(p, max(keep_count(p.numel(), target), p.numel() // m * n), n, m, mask)
 
     def _set_mask(self, name: str, keep: torch.Tensor, target: float) -> None:
         self.targets[name] = target
@@ -296,16 +399,19 @@ class Pruner:
     def state_dict(self) -> dict:
         return {
             "scheme": self.scheme,
+            "pattern": self.pattern,
             "names": list(self.names),
             "targets": dict(self.targets),
             "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["names"] != self.names or state["scheme"] != self.scheme:
+        pattern = state.get("pattern", "unstructured")  # checkpoints from before N:M are unstructured
+        if state["names"] != self.names or state["scheme"] != self.scheme or pattern != self.pattern:
             raise ValueError(
-                f"pruner state is for scheme '{state['scheme']}' over {len(state['names'])} tensors; "
-                f"this pruner is '{self.scheme}' over {len(self.names)}: use the config the checkpoint was made with")
+                f"pruner state is for scheme '{state['scheme']}', pattern {pattern} over {len(state['names'])} tensors; "
+                f"this pruner is '{self.scheme}', {self.pattern} over {len(self.names)}: "
+                "use the config the checkpoint was made with")
         named = dict(zip(self.names, self.params))
         self.masks = {}
         for n, m in state["masks"].items():

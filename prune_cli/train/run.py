@@ -17,6 +17,7 @@ from omegaconf import open_dict
 
 from prune_cli import data as datasets
 from prune_cli import models
+from prune_cli.config import effective_sparsity
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import distributed
@@ -126,6 +127,7 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         "size": m.get("size"), "hidden": m.get("hidden"), "width": m.get("width"), "units": m.get("units"),
         "dataset": data.meta.get("dataset", cfg.data.name), "synthetic": bool(data.meta.get("synthetic", False)),
         "target_sparsity": float(cfg.sparsity), "pruning": cfg.pruning.name, "scheme": cfg.pruning.scheme,
+        "pattern": pruner.pattern,
         "achieved_sparsity": 1.0 - sum(s.nnz for s in masked) / pruned if pruned else 0.0,
         **{k: v for k, v in report.as_dict().items() if k != "params_pruned"},
         "params_pruned": report.params_pruned,
@@ -133,6 +135,8 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         "seed": cfg.seed, "lr": float(cfg.optim.lr) * state.extra.get("lr_scale", 1.0), "init_from": init_from,
         "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
         "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
+        # what models.build reads from the data: prune-export's files rebuild the model without it
+        "model_meta": {k: data.meta[k] for k in ("num_classes", "image_size", "vocab_size") if k in data.meta},
         "status": "finished",
     }
     if "perplexity" in final.get("test", {}) or "perplexity" in final.get("valid", {}):
@@ -157,6 +161,7 @@ def run(cfg) -> None:
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.pop("run_id", None)
+        cfg.sparsity = effective_sparsity(cfg)  # pruning.pattern=N:M alone means sparsity 1 - N/M
     distributed.set_threads(cfg.trainer.get("threads"), hydra_cfg)
     parallel = distributed.setup(resolve_device(cfg.device))
     try:
@@ -216,7 +221,11 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
 
     schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch")
     optimizer = build_optimizer(cfg.optim, model.parameters())
-    pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer)
+    try:
+        pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer,
+                        pattern=cfg.pruning.get("pattern", "unstructured"))
+    except ValueError as e:
+        raise RunError(str(e)) from None
     loop = LoopState()
     if state is not None:
         try:
@@ -245,6 +254,8 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
             f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}"
             + (f"; {parallel.world_size} ranks" if parallel.enabled else "")
             + "".join(f"; {k} {cfg.trainer[k]}" for k in ("precision", "compile") if cfg.trainer.get(k) not in (None, "fp32", False)))
+        if pruner.dense:
+            say(f"pattern {pruner.pattern}: left dense (dimension 1 not a multiple of {pruner.nm[1]}): {', '.join(pruner.dense)}")
         if state is not None:
             ckpt.set_rng_state(mine["rng"])
         splits = list(data.eval_splits)
