@@ -28,8 +28,9 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence
 
-from .kernels import Choice, Decision, csr_linear, csr_rows, sparsity_of
+from .kernels import Choice, Decision, csr_linear, csr_rows, sparsity_of, to_csr
 
 
 class _Matrix:
@@ -126,7 +127,8 @@ class SparseLSTM(nn.Module):
     over time so that each of its weight matrices can be a CSR product (see the module docstring).
 
     Gates in torch's order (input, forget, cell, output); ``b_ih + b_hh`` folded into the input
-    projection. Dropout between layers is an identity in eval mode, which is all this runs.
+    projection. PackedSequence input (GNMT's encoder) runs step t over its ``batch_sizes[t]``
+    live rows, as cuDNN does. Dropout between layers is an identity in eval mode, which is all this runs.
     """
 
     def __init__(self, layer: str, lstm: nn.LSTM, csr: Dict[str, torch.Tensor], mode="auto", crossover=None,
@@ -160,43 +162,120 @@ class SparseLSTM(nn.Module):
     def _all_dense(self) -> bool:
         return all(c.decision is not None and c.decision.kernel == "dense" for c in self.choices)
 
-    def forward(self, x: torch.Tensor, hx=None):
+    def forward(self, x, hx=None):
+        """As ``nn.LSTM.forward``: a tensor or a PackedSequence, optional (h_0, c_0)."""
         if self._all_dense():
             return self.lstm(x, hx)
         lstm = self.lstm
-        seq = x.transpose(0, 1) if lstm.batch_first else x  # [T, B, in]
-        steps, batch = seq.shape[0], seq.shape[1]
+        packed = isinstance(x, PackedSequence)
+        if packed:  # time-major rows, longest sequences first; batch_sizes[t] rows at step t
+            data, batch_sizes = x.data, [int(b) for b in x.batch_sizes]
+            batch = batch_sizes[0]
+        else:
+            seq = x.transpose(0, 1) if lstm.batch_first else x  # [T, B, in]
+            steps, batch = seq.shape[0], seq.shape[1]
+            data, batch_sizes = seq.reshape(steps * batch, seq.shape[2]), [batch] * steps
         if hx is None:
-            zeros = seq.new_zeros(lstm.num_layers * self.directions, batch, lstm.hidden_size)
+            zeros = data.new_zeros(lstm.num_layers * self.directions, batch, lstm.hidden_size)
             hx = (zeros, zeros)
+        elif packed and x.sorted_indices is not None:
+            hx = tuple(t.index_select(1, x.sorted_indices) for t in hx)
         h0, c0 = hx
         h_n, c_n = [], []
         for k in range(lstm.num_layers):
             outs = []
             for d in range(self.directions):
-                ih, hh, bias = self.cells[k * self.directions + d]
                 idx = k * self.directions + d
-                out, h, c = self._direction(seq, ih, hh, bias, h0[idx], c0[idx], reverse=bool(d))
+                ih, hh, bias = self.cells[idx]
+                out, h, c = self._direction(data, batch_sizes, ih, hh, bias, h0[idx], c0[idx], reverse=bool(d))
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
-            seq = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-        out = seq.transpose(0, 1) if lstm.batch_first else seq
-        return out, (torch.stack(h_n), torch.stack(c_n))
+            data = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+        if packed:
+            if x.unsorted_indices is not None:
+                h_n, c_n = h_n.index_select(1, x.unsorted_indices), c_n.index_select(1, x.unsorted_indices)
+            return PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices), (h_n, c_n)
+        out = data.view(len(batch_sizes), batch, -1)
+        return (out.transpose(0, 1) if lstm.batch_first else out), (h_n, c_n)
 
     @staticmethod
-    def _direction(seq, ih: _Matrix, hh: _Matrix, bias, h, c, reverse: bool):
-        steps, hidden = seq.shape[0], h.shape[-1]
-        pre = ih.linear(seq, bias)  # [T, B, 4H]: every step's input projection in one product
-        out = seq.new_empty(steps, seq.shape[1], hidden)
-        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-            gates = pre[t] + hh.linear(h, None)
+    def _direction(data, batch_sizes, ih: _Matrix, hh: _Matrix, bias, h, c, reverse: bool):
+        """One direction of one layer over time-major rows ``data`` (``batch_sizes[t]`` rows at
+        step t, a non-increasing count): the rows of a sequence that has ended keep its final
+        state; run backwards, a sequence starts from ``(h, c)`` at its own last step."""
+        hidden, full = h.shape[-1], h.shape[0]
+        pre = ih.linear(data, bias)  # every step's input projection in one product
+        out = data.new_empty(data.shape[0], hidden)
+        starts = [0]
+        for b in batch_sizes[:-1]:
+            starts.append(starts[-1] + b)
+        ragged = any(b != full for b in batch_sizes)
+        if ragged:  # rows are updated in place: work on copies of the caller's state
+            h, c = h.clone(), c.clone()
+            if hh.choice.decision is None:  # decide at the full batch, not at the first (shortest) step
+                hh.linear(h, None)
+        for t in (range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))):
+            a, b = starts[t], batch_sizes[t]
+            gates = pre[a:a + b] + hh.linear(h[:b] if ragged else h, None)
             act = gates.sigmoid()
             i, f, o = act[:, :hidden], act[:, hidden:2 * hidden], act[:, 3 * hidden:]
-            c = f * c + i * gates[:, 2 * hidden:3 * hidden].tanh()
-            h = o * c.tanh()
-            out[t] = h
+            c_t = f * (c[:b] if ragged else c) + i * gates[:, 2 * hidden:3 * hidden].tanh()
+            h_t = o * c_t.tanh()
+            if ragged:
+                h[:b], c[:b] = h_t, c_t
+            else:
+                h, c = h_t, c_t
+            out[a:a + b] = h_t
         return out, h, c
+
+
+def _gnmt_decoder_cell(model: nn.Module, csr: Dict[str, torch.Tensor], mode, crossover, budget_s) -> List[Choice]:
+    """GNMT's decoder layer 1 is an ``nn.LSTMCell`` whose weights the model slices itself (the
+    embedding columns of ``weight_ih`` for all steps at once in ``_embed_gates``, the context
+    columns and ``weight_hh`` every step in ``_attend_step``), so no module can be swapped:
+    this replaces those two methods on the instance by the same arithmetic over three matrices
+    (embedding columns, context columns, recurrent), each with its own dense/CSR choice."""
+    cell, k = model.dec_cell, model.units
+    if not ({"dec_cell.weight_ih", "dec_cell.weight_hh"} & set(csr)):
+        return []
+
+    def matrix(layer, dense, stored):
+        if stored:
+            sub = to_csr(dense)
+            choice = _choice(layer, sub, mode, crossover, budget_s)
+        else:
+            sub, choice = None, Choice(layer, 0.0, "dense")
+            choice.decision = Decision(layer, "dense", 0.0, reason="stored dense")
+        return _Matrix(layer, dense, sub, choice)
+
+    w_ih, w_hh = cell.weight_ih.detach(), cell.weight_hh.detach()
+    has_ih = "dec_cell.weight_ih" in csr
+    emb = matrix(f"dec_cell.weight_ih[:, :{k}]", w_ih[:, :k], has_ih)
+    ctx = matrix(f"dec_cell.weight_ih[:, {k}:]", w_ih[:, k:], has_ih)
+    rec = matrix("dec_cell.weight_hh", w_hh, "dec_cell.weight_hh" in csr)
+    bias = (cell.bias_ih + cell.bias_hh).detach()
+
+    def _embed_gates(tokens):
+        return emb.linear(model.drop(model.tgt_embedding(tokens)), bias)
+
+    def _attend_step(gates_x, context, h, c, enc, weights):
+        normed_v = weights[2]
+        gates = gates_x + ctx.linear(model.drop(context), None) + rec.linear(h, None)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c, model.attention(h, enc, normed_v)
+
+    model._embed_gates, model._attend_step = _embed_gates, _attend_step
+    for name in ("dec_cell.weight_ih", "dec_cell.weight_hh"):
+        csr.pop(name, None)
+    return [emb.choice, ctx.choice, rec.choice]
+
+
+# Models whose forward reads a pruned weight directly (not through a module): by class name.
+SPECIAL = {"GNMT": _gnmt_decoder_cell}
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -210,7 +289,9 @@ def sparsify(model: nn.Module, csr: Dict[str, torch.Tensor], mode: str = "auto",
     sparse modules above, in place. Returns every layer's Choice (decided at its first call,
     unless forced or given a crossover); a CSR weight of a module with no CSR kernel here stays
     dense and says so."""
-    choices: List[Choice] = []
+    csr = dict(csr)
+    special = SPECIAL.get(type(model).__name__)
+    choices: List[Choice] = special(model, csr, mode, crossover, budget_s) if special else []
     handled = set()
     for name, module in list(model.named_modules()):
         prefix = f"{name}." if name else ""
