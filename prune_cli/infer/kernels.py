@@ -70,23 +70,36 @@ def csr_rows(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return out.reshape(*ids.shape, weight.shape[1])
 
 
-def time_pair(fa: Callable[[], object], fb: Callable[[], object], min_pairs: int = 3,
-              max_pairs: int = 25, budget_s: float = 0.5) -> Tuple[float, float]:
-    """Median seconds of ``fa`` and ``fb``, timed pair by pair (a, b, b, a, ...: the order is
-    swapped every pair so neither always runs right after the other) after one warm-up call
-    each; stops after ``max_pairs`` pairs or when ``budget_s`` is spent (at least ``min_pairs``)."""
+def pair_samples(fa: Callable[[], object], fb: Callable[[], object], min_pairs: int = 3,
+                 max_pairs: int = 25, budget_s: float = 0.5):
+    """Wall and process-CPU seconds of ``fa`` and ``fb``, timed pair by pair (a, b, b, a, ...: the
+    order is swapped every pair so neither always runs right after the other) after one warm-up
+    call each; stops after ``max_pairs`` pairs or when ``budget_s`` is spent (at least
+    ``min_pairs``). Returns ``{"a": {"wall": [...], "cpu": [...]}, "b": ...}``.
+
+    CPU time is the load-robust one on a shared machine (time spent descheduled is not in it);
+    with more than one thread it also counts the helper threads' spinning."""
     fa()
     fb()
-    ta, tb = [], []
+    out = {k: {"wall": [], "cpu": []} for k in "ab"}
     start = time.perf_counter()
     for i in range(max_pairs):
-        for f, out in ((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta)):
-            t0 = time.perf_counter()
+        for key, f in (("a", fa), ("b", fb)) if i % 2 == 0 else (("b", fb), ("a", fa)):
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
-            out.append(time.perf_counter() - t0)
+            t1, c1 = time.perf_counter(), time.process_time()
+            out[key]["wall"].append(t1 - t0)
+            out[key]["cpu"].append(c1 - c0)
         if i + 1 >= min_pairs and time.perf_counter() - start > budget_s:
             break
-    return statistics.median(ta), statistics.median(tb)
+    return out
+
+
+def time_pair(fa: Callable[[], object], fb: Callable[[], object], min_pairs: int = 3,
+              max_pairs: int = 25, budget_s: float = 0.5, clock: str = "wall") -> Tuple[float, float]:
+    """Median seconds (``clock`` "wall" or "cpu") of ``fa`` and ``fb``, timed by :func:`pair_samples`."""
+    s = pair_samples(fa, fb, min_pairs, max_pairs, budget_s)
+    return statistics.median(s["a"][clock]), statistics.median(s["b"][clock])
 
 
 @dataclass
