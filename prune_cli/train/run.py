@@ -144,6 +144,8 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         "seed": cfg.seed, "lr": float(cfg.optim.lr) * state.extra.get("lr_scale", 1.0), "init_from": init_from,
         "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
         "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
+        # what models.build reads from the data: prune-export's files rebuild the model without it
+        "model_meta": {k: data.meta[k] for k in ("num_classes", "image_size", "vocab_size") if k in data.meta},
         "status": "finished",
     }
     if "perplexity" in final.get("test", {}) or "perplexity" in final.get("valid", {}):
