@@ -67,12 +67,15 @@ def read(path, layout: str):
         raise InferError(f"{path} does not exist; give a file written by prune-export")
     if not p.is_file():
         raise InferError(f"{path} is not a file; give a file written by prune-export")
+    export = _export()
     t0 = time.perf_counter()
     try:
-        exported = _export().load(p, layout=layout)
+        exported = export.load(p, layout=layout)
+    except export.ExportError as e:  # already one line: what is wrong, what to do
+        raise InferError(str(e)) from None
     except Exception as e:  # corrupt, truncated or foreign files fail in many ways; all are bad input
         msg = " ".join(str(e).split())[:200] or type(e).__name__
-        raise InferError(f"cannot read {path} ({msg}); give a file written by prune-export") from None
+        raise InferError(f"cannot read {path} ({type(e).__name__}: {msg}); give a file written by prune-export") from None
     return exported, time.perf_counter() - t0
 
 
@@ -99,6 +102,18 @@ def compose(config: dict, data_root: Optional[str] = None, batch_size: Optional[
     return cfg
 
 
+def meta_from_file(exported, cfg: DictConfig, state: Dict[str, torch.Tensor], shapes: Dict[str, tuple]) -> dict:
+    """What a model builder needs from a dataset when the dataset is not at hand: the file's
+    ``model_meta`` (what the run's dataset told its builder), else read off the weights' shapes."""
+    import json
+    try:
+        meta = json.loads((exported.metadata or {}).get("model_meta") or "{}")
+    except ValueError:
+        meta = {}
+    guessed = meta_from_shapes(cfg, state, shapes)
+    return {**guessed, **meta} if meta else guessed
+
+
 def meta_from_shapes(cfg: DictConfig, state: Dict[str, torch.Tensor], shapes: Dict[str, tuple]) -> dict:
     """What a model builder needs from a dataset, read off the weights (no dataset at hand)."""
     def shape(name):
@@ -107,7 +122,7 @@ def meta_from_shapes(cfg: DictConfig, state: Dict[str, torch.Tensor], shapes: Di
         return tuple(state[name].shape) if name in state else None
 
     meta: Dict[str, Any] = {"dataset": cfg.get("data", {}).get("name"), "synthetic": True}
-    emb, fc = shape("embedding.weight"), shape("fc.weight")
+    emb, fc = shape("embedding.weight") or shape("src_embedding.weight"), shape("fc.weight")
     if emb is not None:
         meta["vocab_size"] = emb[0]
     if fc is not None:
@@ -146,7 +161,7 @@ def load(path, data_root: Optional[str] = None, batch_size: Optional[int] = None
             raise InferError(str(e)) from None
         meta = data.meta
     else:
-        meta = meta_from_shapes(cfg, state, shapes)
+        meta = meta_from_file(exported, cfg, state, shapes)
     try:
         model = models.build(cfg.model, meta)
         model.load_state_dict(state, strict=True)

@@ -118,7 +118,7 @@ class Decision:
 
     def as_dict(self) -> dict:
         return {"layer": self.layer, "kernel": self.kernel, "sparsity": round(self.sparsity, 6),
-                "columns": self.columns, "speedup": None if self.speedup is None else round(self.speedup, 3),
+                "columns": self.columns, "speedup": None if self.speedup is None else float(f"{self.speedup:.4g}"),
                 "reason": self.reason}
 
 
