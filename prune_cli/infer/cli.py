@@ -72,6 +72,7 @@ def readable(result: dict) -> str:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
     try:
         _check(args)
         import torch
