@@ -64,7 +64,8 @@ def readable(result: dict) -> str:
     shape = f"batch {result['batch_size']}" + (f" x {result['bptt']} tokens" if "bptt" in result else "")
     return (f"{result['model']} on {result['dataset']} {result['split']}: {quality} over {result.get(unit, 0):,} {unit} "
             f"({result['batches']} batches, {shape}) | {result.get(unit + '_per_s', math.nan):,.1f} {unit}/s, "
-            f"latency {result['latency_ms']:.3f} ms/batch | {result['format']} {result['dtype']}, "
+            f"latency {result['latency_ms']:.3f} ms/batch (CPU {result['cpu_latency_ms']:.3f} ms) | "
+            f"{result['format']} {result['dtype']}, "
             f"{result['threads']} thread{'s' if result['threads'] != 1 else ''}, decode {result['decode_s']:.3f} s"
             + (f" | {sparse} layers sparse, {dense} dense" if result["layers"] else ""))
 
