@@ -274,3 +274,28 @@ def test_gnmt_outputs_and_greedy_translations_equal_dense(sparsity):
         close(sparse(src, src_len, tgt), model(src, src_len, tgt))
     kw = dict(beam_size=1, alpha=1.0, max_len=8, bos_id=1, eos_id=2)
     assert translate(sparse, src, src_len, **kw) == translate(model, src, src_len, **kw)
+
+
+def test_timed_sums_model_and_decoder_calls_per_batch():
+    from prune_cli.infer.engine import Timed
+
+    class Seq2seq:
+        def __call__(self, x):
+            return x
+
+        def encode(self, x):
+            return x
+
+        def decode_step(self, x):
+            return x
+
+    timed = Timed(Seq2seq())
+    seen = []
+    for batch in timed.batches([1, 2, 3]):
+        timed(batch)
+        if batch != 2:
+            timed.encode(batch)
+            timed.decode_step(batch)
+        seen.append(batch)
+    assert seen == [1, 2, 3] and len(timed.times) == len(timed.cpu) == 3
+    assert all(t >= 0 for t in timed.times)

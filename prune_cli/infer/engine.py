@@ -181,26 +181,52 @@ def load(path, data_root: Optional[str] = None, batch_size: Optional[int] = None
 
 
 class Timed:
-    """The model, with each call's wall and process-CPU time recorded (what the task does around
-    it is not). CPU time is the figure to compare on a shared machine at one thread: time spent
-    waiting for a core is not in it."""
+    """The model, with the wall and process-CPU time of its calls summed per batch (what the task
+    does around them is not counted). Calls are ``model(...)`` and, for seq2seq decoding, its
+    ``encode`` / ``decode_step`` methods. CPU time is the figure to compare on a shared machine
+    at one thread: time spent waiting for a core is not in it."""
+
+    METHODS = ("encode", "decode_step")
 
     def __init__(self, model):
         self.model, self.times, self.cpu = model, [], []
+        self._wall = self._cpu = 0.0
+        self._calls = 0
 
-    def __call__(self, *args, **kwargs):
+    def _timed(self, fn, *args, **kwargs):
         c0, t0 = time.process_time(), time.perf_counter()
-        out = self.model(*args, **kwargs)
-        self.times.append(time.perf_counter() - t0)
-        self.cpu.append(time.process_time() - c0)
+        out = fn(*args, **kwargs)
+        self._wall += time.perf_counter() - t0
+        self._cpu += time.process_time() - c0
+        self._calls += 1
         return out
 
+    def __call__(self, *args, **kwargs):
+        return self._timed(self.model, *args, **kwargs)
+
     def __getattr__(self, name):
-        return getattr(self.model, name)
+        attr = getattr(self.model, name)
+        if name in self.METHODS and callable(attr):
+            return lambda *a, **k: self._timed(attr, *a, **k)
+        return attr
 
     def eval(self):
         self.model.eval()
         return self
+
+    def close_batch(self) -> None:
+        if self._calls:
+            self.times.append(self._wall)
+            self.cpu.append(self._cpu)
+        self._wall = self._cpu = 0.0
+        self._calls = 0
+
+    def batches(self, batches):
+        """The batches, closing each one's timing when the task asks for the next."""
+        for batch in batches:
+            yield batch
+            self.close_batch()
+        self.close_batch()
 
 
 def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
@@ -228,7 +254,7 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         batches = data.eval_splits[split]()
         if max_batches is not None:
             batches = itertools.islice(batches, max_batches)
-        metrics = build_task(cfg, device).evaluate(timed, batches)
+        metrics = build_task(cfg, device).evaluate(timed, timed.batches(batches))
     unit = UNITS.get(task_name, "items")
     count = int(metrics.get(unit, 0))
     total = sum(timed.times)
