@@ -1,0 +1,164 @@
+"""CSR kernels for inference, and the measured choice between a sparse and a dense kernel.
+
+A pruned weight ``W [out, in]`` in CSR multiplies activations ``x [n, in]`` as
+``(W @ x^T)^T``: torch's CSR x dense product (MKL's sparse BLAS on CPU, cuSPARSE on GPU)
+is the fast one, while dense x CSR (``x @ W^T`` with ``W^T`` stored as CSR, or ``W`` as CSC)
+and COO are 10-30x slower on this CPU (measured: ``scripts/bench_infer.py --kernels``). For a
+single row (batch 1: a matrix-vector product) ``torch.addmv`` beats ``addmm`` with one column
+by about 1.5-2x, so one row takes that path. The transposed result is returned as a view, not
+copied: every consumer here (gate arithmetic, bias, cross-entropy) takes strided input.
+
+Whether CSR pays depends on the matrix, its sparsity, the number of columns it multiplies and
+the threads (on this CPU a 6000x1500 matrix at batch 1 wins from ~85% sparsity, a 2600x650
+one from ~92%, and a 10x1024 classifier never). No fixed rule predicts that well, so
+:class:`Choice` measures it: dense and sparse timed pair by pair (alternating, so that load
+from other processes falls on both alike) on the real input, and the faster one kept.
+"""
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import torch
+
+MODES = ("auto", "sparse", "dense")
+
+
+def to_csr(weight: torch.Tensor) -> torch.Tensor:
+    """Sparse CSR tensor of the 2-D view ``(shape[0], prod(rest))`` of a dense weight."""
+    return weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
+
+
+def sparsity_of(csr: torch.Tensor) -> float:
+    rows, cols = csr.shape
+    return 1.0 - csr.values().numel() / float(rows * cols) if rows * cols else 0.0
+
+
+def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ weight^T + bias`` for a CSR ``weight [out, in]`` and dense ``x [..., in]``."""
+    lead, n_in = x.shape[:-1], x.shape[-1]
+    x2 = x.reshape(-1, n_in)
+    if x2.shape[0] == 1:
+        y = (torch.mv(weight, x2[0]) if bias is None else torch.addmv(bias, weight, x2[0])).unsqueeze(0)
+    else:
+        y = (torch.sparse.mm(weight, x2.t()) if bias is None
+             else torch.addmm(bias.unsqueeze(1), weight, x2.t())).t()
+    return y.reshape(*lead, weight.shape[0])
+
+
+def csr_rows(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Dense rows ``weight[ids]`` of a CSR matrix (an embedding lookup), read from the CSR
+    arrays directly: only the looked-up rows' nonzeros are touched, nothing is densified."""
+    crow, col, val = weight.crow_indices(), weight.col_indices(), weight.values()
+    flat = ids.reshape(-1)
+    if flat.numel() == 1:  # one token (batch-1 decoding): slice its row, a few ops instead of ten
+        i = int(flat[0])
+        a, b = int(crow[i]), int(crow[i + 1])
+        out = val.new_zeros(1, weight.shape[1])
+        out[0, col[a:b].to(torch.long)] = val[a:b]
+        return out.reshape(*ids.shape, weight.shape[1])
+    starts, ends = crow[flat], crow[flat + 1]
+    lengths = (ends - starts).to(torch.long)
+    out = val.new_zeros(flat.numel(), weight.shape[1])
+    total = int(lengths.sum())
+    if total:
+        row = torch.repeat_interleave(torch.arange(flat.numel(), device=ids.device), lengths, output_size=total)
+        # position of each gathered nonzero: its row's start + its rank inside the row
+        first = torch.cumsum(lengths, 0) - lengths
+        pos = torch.arange(total, device=ids.device) - first[row] + starts.to(torch.long)[row]
+        out[row, col[pos].to(torch.long)] = val[pos]
+    return out.reshape(*ids.shape, weight.shape[1])
+
+
+def pair_samples(fa: Callable[[], object], fb: Callable[[], object], min_pairs: int = 3,
+                 max_pairs: int = 25, budget_s: float = 0.5):
+    """Wall and process-CPU seconds of ``fa`` and ``fb``, timed pair by pair (a, b, b, a, ...: the
+    order is swapped every pair so neither always runs right after the other) after one warm-up
+    call each; stops after ``max_pairs`` pairs or when ``budget_s`` is spent (at least
+    ``min_pairs``). Returns ``{"a": {"wall": [...], "cpu": [...]}, "b": ...}``.
+
+    CPU time is the load-robust one on a shared machine (time spent descheduled is not in it);
+    with more than one thread it also counts the helper threads' spinning."""
+    fa()
+    fb()
+    out = {k: {"wall": [], "cpu": []} for k in "ab"}
+    start = time.perf_counter()
+    for i in range(max_pairs):
+        for key, f in (("a", fa), ("b", fb)) if i % 2 == 0 else (("b", fb), ("a", fa)):
+            c0, t0 = time.process_time(), time.perf_counter()
+            f()
+            t1, c1 = time.perf_counter(), time.process_time()
+            out[key]["wall"].append(t1 - t0)
+            out[key]["cpu"].append(c1 - c0)
+        if i + 1 >= min_pairs and time.perf_counter() - start > budget_s:
+            break
+    return out
+
+
+def time_pair(fa: Callable[[], object], fb: Callable[[], object], min_pairs: int = 3,
+              max_pairs: int = 25, budget_s: float = 0.5, clock: str = "wall") -> Tuple[float, float]:
+    """Median seconds (``clock`` "wall" or "cpu") of ``fa`` and ``fb``, timed by :func:`pair_samples`."""
+    s = pair_samples(fa, fb, min_pairs, max_pairs, budget_s)
+    return statistics.median(s["a"][clock]), statistics.median(s["b"][clock])
+
+
+@dataclass
+class Decision:
+    """What one layer runs: ``kernel`` "sparse" (CSR) or "dense", and why."""
+
+    layer: str
+    kernel: str
+    sparsity: float
+    columns: Optional[int] = None      # columns of the product it was measured at
+    speedup: Optional[float] = None    # dense time / CSR time, where measured
+    reason: str = ""
+
+    def line(self) -> str:
+        return f"layer {self.layer}: {self.kernel} ({self.reason})"
+
+    def as_dict(self) -> dict:
+        return {"layer": self.layer, "kernel": self.kernel, "sparsity": round(self.sparsity, 6),
+                "columns": self.columns, "speedup": None if self.speedup is None else float(f"{self.speedup:.4g}"),
+                "reason": self.reason}
+
+
+class Choice:
+    """Dense or CSR for one layer, decided once, at its first call.
+
+    ``mode`` "sparse" / "dense" force a kernel; "auto" with a ``crossover`` sparsity picks CSR
+    at or above it; "auto" without one measures both on the first input the layer sees (the
+    real batch shape) and keeps the faster. ``budget_s`` bounds that measurement.
+    """
+
+    def __init__(self, layer: str, sparsity: float, mode: str = "auto", crossover: Optional[float] = None,
+                 budget_s: float = 0.3):
+        if mode not in MODES:
+            raise ValueError(f"kernel mode must be one of {MODES}, got {mode!r}")
+        self.layer, self.sparsity, self.mode = layer, float(sparsity), mode
+        self.crossover, self.budget_s = crossover, budget_s
+        self.decision: Optional[Decision] = None
+        pct = f"sparsity {100 * self.sparsity:.4g}%"
+        if mode != "auto":
+            self.decision = Decision(layer, mode, self.sparsity, reason=f"{pct}, forced by --kernels {mode}")
+        elif crossover is not None:
+            kernel = "sparse" if self.sparsity >= crossover else "dense"
+            rel = "at or above" if kernel == "sparse" else "below"
+            self.decision = Decision(layer, kernel, self.sparsity,
+                                     reason=f"{pct} {rel} crossover {100 * crossover:.4g}%")
+
+    def decide(self, dense: Callable[[], object], sparse: Callable[[], object], columns: int) -> str:
+        """The kernel to run; measured on the first call when the mode is auto."""
+        if self.decision is None:
+            # one thread: CPU time, which time spent descheduled on a shared machine does not inflate;
+            # more: wall time (CPU time would count the helper threads' spinning)
+            clock = "cpu" if torch.get_num_threads() == 1 else "wall"
+            t_dense, t_sparse = time_pair(dense, sparse, budget_s=self.budget_s, clock=clock)
+            if t_sparse <= 0 or t_dense <= 0:  # below the CPU clock's resolution: fall back to wall time
+                t_dense, t_sparse = time_pair(dense, sparse, budget_s=self.budget_s)
+            speedup = t_dense / t_sparse
+            kernel = "sparse" if speedup > 1.0 else "dense"
+            pct = f"sparsity {100 * self.sparsity:.4g}%"
+            why = (f"{pct}, CSR {speedup:.3g}x dense at {columns} columns"
+                   + ("" if kernel == "sparse" else ": below the crossover"))
+            self.decision = Decision(self.layer, kernel, self.sparsity, columns, speedup, why)
+        return self.decision.kernel
