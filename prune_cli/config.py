@@ -101,6 +101,8 @@ def check_types(cfg: DictConfig) -> None:
             if not ok(value):
                 shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
                 raise ConfigError(f"{prefix}{key}={shown!r} must be {what}; e.g. {prefix}{key}={example}")
+
+
 def effective_sparsity(cfg) -> float:
     """The run's final sparsity: ``sparsity``, or 1 - N/M when pruning.pattern=N:M leaves it 0."""
     pattern = cfg.pruning.get("pattern", "unstructured")
