@@ -39,7 +39,7 @@ RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "
 # the keys conf/config.yaml excludes from a run's identity (hydra.job.config.override_dirname.
 # exclude_keys; a test keeps the two lists equal), plus run_id, which is derived from the rest.
 NOT_IDENTITY = ("seed", "run_id", "results_dir", "exp_name", "experiment", "device",
-                "trainer.progress", "data.root", "data.download")
+                "trainer.progress", "trainer.threads", "data.root", "data.download", "data.cache_dir")
 _DEEPEST = 2 * max(k.count(".") for k in NOT_IDENTITY)   # indent of the deepest such key
 NUMERIC = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
            "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "steps", "epochs",

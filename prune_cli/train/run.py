@@ -30,7 +30,7 @@ log = logging.getLogger("prune_cli")
 
 # Keys that may differ between a checkpoint and the command resuming it.
 VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
-            "data.download")
+            "data.download", "data.cache_dir")
 
 
 class RunError(Exception):
