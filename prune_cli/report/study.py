@@ -15,6 +15,10 @@ def _base(s: dict) -> str:
 
 
 def _quality(s: dict) -> str:
+    if s.get("bleu") is not None or s.get("val_bleu") is not None:  # translation (also has perplexities)
+        parts = [f"{name} BLEU {s[key]:.2f}" for name, key in (("valid", "val_bleu"), ("test", "bleu"))
+                 if s.get(key) is not None]
+        return ", ".join(parts)
     if s.get("val_perplexity") is not None or s.get("perplexity") is not None:
         parts = []
         if s.get("val_perplexity") is not None:
@@ -24,8 +28,6 @@ def _quality(s: dict) -> str:
         return ", ".join(parts)
     if s.get("top1") is not None:
         return f"top-1 {s['top1']:.2f}%, top-5 {s['top5']:.2f}%"
-    if s.get("bleu") is not None:
-        return f"BLEU {s['bleu']:.2f}"
     return ""
 
 
