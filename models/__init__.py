@@ -10,7 +10,7 @@ from typing import Callable, Dict
 import torch.nn as nn
 
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
-_FAMILY_MODULES = ("ptb_lstm", "mobilenet", "inception")
+_FAMILY_MODULES = ("ptb_lstm", "mobilenet", "inception", "gnmt")
 
 
 def register(name: str):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator
 
 _BUILDERS: Dict[str, Callable[..., "DataBundle"]] = {}
 _CHECKS: Dict[str, Callable[..., None]] = {}
-_MODULES = ("ptb", "cifar10", "imagenet", "fake_imagenet")
+_MODULES = ("ptb", "cifar10", "imagenet", "fake_imagenet", "multi30k", "wmt16", "fake_wmt16")
 
 
 class DataError(Exception):
