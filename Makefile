@@ -39,6 +39,7 @@ bench: $(STAMP)  ## speed and memory benchmarks (~8 min), JSON into results/benc
 	$(BIN)/python scripts/bench_pruning.py
 	$(BIN)/python scripts/bench_runner.py --family ptb
 	$(BIN)/python scripts/bench_runner.py --family mobilenet
+	$(BIN)/python scripts/bench_gnmt.py
 	$(BIN)/python scripts/bench_report.py
 
 clean:  ## remove .venv and build files (never results/)

@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from prune_cli.config import GROUPS, ConfigError, data_home, group_options, validate
+from prune_cli.config import GROUPS, ConfigError, check_family_choices, data_home, group_options, validate
 
 
 def run_id(override_dirname: str) -> str:
@@ -126,6 +126,10 @@ def main() -> None:
     # conf/hydra/launcher/{joblib,submitit_*}.yaml carry the project's defaults under the plugins'
     # own names, so Hydra validates them against the plugins' schemas (and says so, each time).
     warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema with the same name")
+    try:
+        check_family_choices(sys.argv[1:])
+    except ConfigError as e:
+        fail(str(e))
     entry = hydra.main(config_path="pkg://prune_cli.conf", config_name="config", version_base="1.3")(_task)
     # Until the first job starts, hold Hydra's stderr: a malformed override (a key the config
     # lacks, bad syntax) is several lines and exit 1 there; here it is one line and exit 2.

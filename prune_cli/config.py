@@ -1,6 +1,9 @@
 """Checks on a composed config, made before any work: one line saying what is wrong and what to do."""
 import os
+import re
 from pathlib import Path
+
+import yaml
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,6 +43,60 @@ def _fraction(name, value, upper_open=True):
     if not (0.0 <= value < 1.0):
         raise ConfigError(f"{name}={value} is outside [0, 1): use a fraction such as {name}=0.9 for 90% sparse")
     return value
+
+
+def _yaml(group: str, name: str) -> dict:
+    path = conf_dir() / group / f"{name}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def datasets_for(task: str):
+    """The dataset configs (conf/data) that feed models of ``task``."""
+    return [name for name in group_options("data") if _yaml("data", name).get("task") == task]
+
+
+def check_family(model: str, model_task, data: str, data_task) -> None:
+    """A model and a dataset of different families (gnmt on ptb, an LSTM LM on multi30k)."""
+    if model_task is not None and data_task is not None and model_task != data_task:
+        raise ConfigError(f"model {model} is a {model_task} model but data={data} is a {data_task} dataset; "
+                          f"use data={'|'.join(datasets_for(model_task)) or 'a ' + model_task + ' dataset'}")
+
+
+def _default_choice(defaults, group: str):
+    """The choice a defaults list makes for ``group`` (``group: x`` or ``override /group: x``)."""
+    for item in defaults or []:
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key.split()[-1].lstrip("/") == group:
+                    return value
+    return None
+
+
+def check_family_choices(args) -> None:
+    """``check_family`` on the command line, before Hydra composes: a model's recipe is picked by
+    its dataset (``optim: gnmt_${data}``), so gnmt on ptb would otherwise stop Hydra with "Could
+    not find 'optim/gnmt_ptb'" instead of saying what is wrong. Only an explicit ``data=`` can
+    disagree with the model (a model's and an experiment's own defaults agree with it)."""
+    given = {}
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in ("model", "data", "experiment"):
+            given[key] = [c for c in re.split(r",(?![^(]*\))", value) if c and not re.match(r"^\w+\(", c)]
+    if not given.get("data"):
+        return
+    chosen = given.get("model") or [_default_choice(_yaml("experiment", e).get("defaults"), "model")
+                                    for e in given.get("experiment", [])]
+    chosen = [c for c in chosen if c] or [_default_choice(yaml.safe_load((conf_dir() / "config.yaml").read_text())
+                                                          .get("defaults"), "model")]
+    for model in chosen:
+        model_task = (_yaml("model", model).get("model") or {}).get("task")
+        for data in given["data"]:
+            check_family(model, model_task, data, _yaml("data", data).get("task"))
+
+
+def _positive_int(name, value, what):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}={value} must be a positive integer ({what})")
 
 
 def _writable_dir(path: str) -> None:
@@ -148,6 +205,11 @@ def validate(cfg: DictConfig) -> None:
     for key in ("hidden", "units"):
         if key in m and (not isinstance(m[key], int) or m[key] < 1):
             raise ConfigError(f"model.{key}={m[key]} must be a positive integer")
+    check_family(m.name, m.get("task"), cfg.data.name, cfg.data.get("task"))
+    if "beam_size" in m:
+        _positive_int("model.beam_size", m.beam_size, "beams in beam search; 1 = greedy decoding")
+    if cfg.trainer.get("eval_beam_size") is not None:
+        _positive_int("trainer.eval_beam_size", cfg.trainer.eval_beam_size, "beams when evaluating during training")
 
     sparsity = _fraction("sparsity", cfg.sparsity)
     p = cfg.pruning
@@ -170,6 +232,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"sparsity={sparsity} but model {m.name} has no prunable tensors (model.prune is empty); use sparsity=0")
 
     t = cfg.trainer
+    if t.get("steps") is not None:
+        _positive_int("trainer.steps", t.steps, "the recipe's length in optimizer steps")
+    block = cfg.optim.get("from_trained") or {}
+    for key in ("steps", "epochs"):
+        if block.get(key) is not None and not (isinstance(block[key], (int, float)) and block[key] > 0):
+            raise ConfigError(f"optim.from_trained.{key}={block[key]} must be positive "
+                              "(the length of a sparse run that starts from a trained dense model)")
     if t.max_steps is not None and (not isinstance(t.max_steps, int) or t.max_steps < 1):
         raise ConfigError(f"trainer.max_steps={t.max_steps} must be a positive integer (or null for the full recipe)")
     if not isinstance(t.checkpoint_every, int) or t.checkpoint_every < 1:

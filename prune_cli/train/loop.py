@@ -33,13 +33,15 @@ class LoopState:
 
 def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, total_steps: int,
         eval_split: Optional[str], log: Callable[[str], None],
-        parallel: distributed.Parallel = distributed.Parallel()) -> LoopState:
+        parallel: distributed.Parallel = distributed.Parallel(), optim=None) -> LoopState:
     """Train ``model`` to ``total_steps``. On several ranks (``parallel``) the forward goes through
     DDP and each rank sees its shard of the batch (run.py wraps the data); losses are averaged over
-    ranks before they are logged; checkpoints hold every rank's RNG and task state."""
+    ranks before they are logged; checkpoints hold every rank's RNG and task state.
+    ``optim``: the run's recipe (train/optim.recipe); cfg.optim when not given."""
+    optim = cfg.optim if optim is None else optim
     t = cfg.trainer
     spe = data.steps_per_epoch
-    clip = cfg.optim.get("clip_grad_norm")
+    clip = optim.get("clip_grad_norm")
     params = [p for p in model.parameters() if p.requires_grad]
     # Plain ints for the per-step checks: no config-node lookups on the hot path.
     eval_every, log_every, checkpoint_every = t.eval_every or spe, t.log_every, t.checkpoint_every
@@ -88,7 +90,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
         if offset == 0:
             task.start_epoch(epoch)
         for batch in data.train_epoch(epoch, offset):
-            lr = learning_rate(cfg.optim, state.step, spe, total_steps, state.extra.get("lr_scale", 1.0))
+            lr = learning_rate(optim, state.step, spe, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(precision, device):  # the forward only: masks and updates stay in fp32

@@ -22,15 +22,17 @@ from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import distributed
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
-from prune_cli.train.optim import build_optimizer
+from prune_cli.train.optim import build_optimizer, recipe
 from prune_cli.train.results import RunFolder
 from prune_cli.train.tasks import build_task
 
 log = logging.getLogger("prune_cli")
 
 # Keys that may differ between a checkpoint and the command resuming it.
+# data.task follows from data.name (it is there for validation), so checkpoints written before
+# it existed still resume.
 VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
-            "data.download", "data.cache_dir")
+            "data.download", "data.cache_dir", "data.task")
 
 
 class RunError(Exception):
@@ -72,7 +74,8 @@ def git_sha() -> str:
 
 
 def find_dense_run(cfg, seed: int):
-    """init_from=auto: the finished dense run of the same model and data, same seed preferred."""
+    """init_from=auto: the finished dense run of the same model and data (and translation
+    direction), same seed preferred."""
     want_model = json.dumps(cfg_container(cfg.model), sort_keys=True)
     found = []
     for summary in sorted(Path(cfg.results_dir, "runs").glob("*/*/summary.json")):
@@ -82,7 +85,8 @@ def find_dense_run(cfg, seed: int):
             continue
         ckpt_path = summary.parent / "checkpoint.pt"
         if (rec.get("target_sparsity") == 0 and rec.get("model_config") == want_model
-                and rec.get("dataset") == cfg.data.name and ckpt_path.is_file()):
+                and rec.get("dataset") == cfg.data.name and rec.get("direction") == cfg.data.get("direction")
+                and ckpt_path.is_file()):
             found.append((rec.get("seed") != seed, str(ckpt_path)))
     return min(found)[1] if found else None
 
@@ -96,7 +100,9 @@ def load_init(model, path: str):
                        "give a checkpoint of the same model and size") from None
 
 
-def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bool) -> GradualSchedule:
+def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bool,
+                   planned: int = None) -> GradualSchedule:
+    """``planned``: the recipe's length (optim.recipe); ``total_steps`` may be capped below it."""
     p = cfg.pruning
     sparsity = float(cfg.sparsity) if p.name != "none" else 0.0
     freq = p.frequency
@@ -104,9 +110,13 @@ def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bo
         begin = p.begin_step if p.begin_step is not None else 0
         end = p.end_step if p.end_step is not None else begin
     else:
-        begin = 0 if from_trained else round(p.warmup_epochs * steps_per_epoch)
-        end = begin + round(p.span_epochs * steps_per_epoch)
-        planned = cfg.trainer.epochs * steps_per_epoch
+        # Step-counted recipes (GNMT) give the interval in steps, the others in epochs.
+        warmup, span = p.get("warmup_steps"), p.get("span_steps")
+        warmup = round(p.warmup_epochs * steps_per_epoch) if warmup is None else warmup
+        span = round(p.span_epochs * steps_per_epoch) if span is None else span
+        begin = 0 if from_trained else warmup
+        end = begin + span
+        planned = cfg.trainer.epochs * steps_per_epoch if planned is None else planned
         if total_steps < planned:  # a capped run: scale the schedule so it still ends at the target
             begin, end = begin * total_steps // planned, end * total_steps // planned
         end = min(end, total_steps)
@@ -117,7 +127,7 @@ def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bo
     return GradualSchedule(sparsity, min(p.initial_sparsity, sparsity), begin, end, freq)
 
 
-def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device) -> dict:
+def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device, task=None) -> dict:
     m = cfg.model
     report = storage_report(model, pruner.masks)
     masked = pruner.stats()
@@ -132,7 +142,7 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         **{k: v for k, v in report.as_dict().items() if k != "params_pruned"},
         "params_pruned": report.params_pruned,
         "steps": state.step, "epochs": state.step / data.steps_per_epoch, "wall_time_s": round(state.elapsed, 3),
-        "seed": cfg.seed, "lr": float(cfg.optim.lr) * state.extra.get("lr_scale", 1.0), "init_from": init_from,
+        "seed": cfg.seed, "lr": float(state.extra.get("lr", cfg.optim.lr)), "init_from": init_from,
         "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
         "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
         # what models.build reads from the data: prune-export's files rebuild the model without it
@@ -147,6 +157,11 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
             record["top1"], record["top5"] = final[split]["top1"], final[split]["top5"]
             record["eval_split"] = split
             break
+    if "bleu" in final.get("test", {}) or "bleu" in final.get("valid", {}):
+        record["bleu"] = final.get("test", {}).get("bleu")
+        record["val_bleu"] = final.get("valid", {}).get("bleu")
+        record["bleu_signature"] = getattr(task, "bleu_signature", None)
+        record["direction"] = data.meta.get("direction")
     return record
 
 
@@ -196,11 +211,8 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         seed_everything(cfg.seed + parallel.rank)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    task = build_task(cfg, device)
+    task = build_task(cfg, device, data.meta)
     spe = data.steps_per_epoch
-    total = cfg.trainer.epochs * spe
-    if cfg.trainer.max_steps is not None:
-        total = min(total, cfg.trainer.max_steps)
 
     state = ckpt.load(folder.checkpoint) if folder.checkpoint.is_file() else None
     if state is not None and comparable(state["config"]) != comparable(cfg_container(cfg)):
@@ -212,15 +224,21 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
                        "data state is in it), or move the folder away")
     mine = state["ranks"][parallel.rank] if state is not None and parallel.enabled else state
     init_from = "scratch"
-    if state is None and float(cfg.sparsity) > 0 and str(cfg.init_from) == "auto":
+    if state is not None:  # a resumed run keeps the start (and so the recipe) it began with
+        init_from = state.get("loop", {}).get("extra", {}).get("init_from", "scratch")
+    elif float(cfg.sparsity) > 0 and str(cfg.init_from) == "auto":
         init_from = find_dense_run(cfg, cfg.seed) or "scratch"
-    elif state is None and str(cfg.init_from) not in ("auto", "none"):
+    elif str(cfg.init_from) not in ("auto", "none"):
         init_from = str(Path(cfg.init_from).expanduser())
-    if init_from != "scratch":
+    if state is None and init_from != "scratch":
         load_init(model, init_from)
 
-    schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch")
-    optimizer = build_optimizer(cfg.optim, model.parameters())
+    # Sections 4.1 and 4.3: pruning a trained model has a recipe of its own (train/optim.recipe).
+    from_trained = init_from != "scratch" and float(cfg.sparsity) > 0
+    optim_cfg, planned = recipe(cfg, from_trained, spe)
+    total = planned if cfg.trainer.max_steps is None else min(planned, cfg.trainer.max_steps)
+    schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch", planned=planned)
+    optimizer = build_optimizer(optim_cfg, model.parameters())
     try:
         pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer,
                         pattern=cfg.pruning.get("pattern", "unstructured"))
@@ -237,7 +255,6 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
                            "it was left as it is: move it away to start over") from None
         task.load_state_dict(mine["task"])
         loop = LoopState(**state["loop"])
-        init_from = loop.extra.get("init_from", init_from)
 
     # -- from here on, the run folder is written ----------------------------------------
     folder.start(cfg, hydra_cfg, resume_step=loop.step if state is not None else None)
@@ -261,13 +278,11 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         splits = list(data.eval_splits)
         eval_split = next((s for s in splits if s != "test"), None)
         loop.extra["init_from"] = init_from
-        # Section 4.1: pruning a trained model reuses its schedule at a smaller learning rate.
-        from_trained = init_from != "scratch" and float(cfg.sparsity) > 0
-        loop.extra["lr_scale"] = float(cfg.optim.get("sparse_lr_factor", 1.0)) if from_trained else 1.0
+        loop.extra["lr"] = float(optim_cfg.lr)
         try:
             loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg,
                        folder=folder, state=loop, total_steps=total, eval_split=eval_split, log=say,
-                       parallel=parallel)
+                       parallel=parallel, optim=optim_cfg)
         except DivergedError as e:
             log.removeHandler(console)  # the CLI prints the one-line error
             say(f"stopped: {e}; the last good checkpoint is kept")
@@ -275,10 +290,10 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         final = {}
         wanted = list(cfg.trainer.eval_splits) if cfg.trainer.eval_splits else splits
         for split in wanted:
-            final[split] = task.evaluate(model.eval(), data.eval_splits[split]())
+            final[split] = task.evaluate(model.eval(), data.eval_splits[split](), final=True)
             folder.log_metrics(loop.step, loop.step / spe, split, final[split])
             say(f"final {split} " + " ".join(f"{k} {v:.4g}" for k, v in final[split].items()))
-        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device)
+        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task)
         record.update(world_size=parallel.world_size, precision=cfg.trainer.get("precision", "fp32"),
                       compile=bool(cfg.trainer.get("compile", False)))
         folder.write_summary(record)

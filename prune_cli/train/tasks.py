@@ -1,7 +1,9 @@
 """Task hooks: what differs between families inside the one training loop.
 
 A task turns a batch into a training loss, carries any state across batches (the LM's
-hidden state), and evaluates a split into metrics. The loop never looks inside a batch.
+hidden state), and evaluates a split into metrics (floats: they go to metrics.csv). The loop
+never looks inside a batch. ``evaluate(..., final=True)`` is the run's last evaluation, which
+may cost more than the ones during training (translation: beam search instead of greedy).
 """
 import math
 
@@ -19,7 +21,7 @@ class LanguageModelTask:
     primary = "perplexity"
     lower_is_better = True
 
-    def __init__(self, cfg, device):
+    def __init__(self, cfg, device, meta=None):
         self.device = device
         self.hidden = None
         self.bptt = cfg.data.bptt
@@ -41,7 +43,7 @@ class LanguageModelTask:
         return {"loss": per_token, "perplexity": math.exp(min(per_token, 700.0))}
 
     @torch.no_grad()
-    def evaluate(self, model, batches) -> dict:
+    def evaluate(self, model, batches, final: bool = False) -> dict:
         """Word-level perplexity: exp of the mean NLL over every target of the split."""
         nll, count, hidden = 0.0, 0, None
         for batch in batches:
@@ -50,7 +52,7 @@ class LanguageModelTask:
             nll += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"))
             count += y.numel()
         loss = nll / count
-        return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
+        return {"loss": loss, "perplexity": math.exp(loss), "tokens": float(count)}
 
     def state_dict(self) -> dict:
         return {"hidden": None if self.hidden is None else tuple(h.cpu() for h in self.hidden)}
@@ -66,7 +68,7 @@ class ClassificationTask:
     primary = "top1"
     lower_is_better = False
 
-    def __init__(self, cfg, device):
+    def __init__(self, cfg, device, meta=None):
         self.device = device
         self.label_smoothing = cfg.optim.get("label_smoothing", 0.0)
         self.aux_weight = cfg.optim.get("aux_weight", 0.4)
@@ -92,7 +94,7 @@ class ClassificationTask:
         return {"loss": mean_loss}
 
     @torch.no_grad()
-    def evaluate(self, model, batches) -> dict:
+    def evaluate(self, model, batches, final: bool = False) -> dict:
         correct1 = correct5 = count = 0
         loss = 0.0
         for batch in batches:
@@ -105,7 +107,7 @@ class ClassificationTask:
             correct5 += int(hit.any(dim=1).sum())
             count += y.numel()
         return {"loss": loss / count, "top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
-                "images": count}
+                "images": float(count)}
 
     def state_dict(self) -> dict:
         return {}
@@ -114,11 +116,105 @@ class ClassificationTask:
         pass
 
 
-TASKS = {"language_model": LanguageModelTask, "classification": ClassificationTask}
+class TranslationTask:
+    """Sequence-to-sequence translation (GNMT): teacher-forced cross-entropy, BLEU by decoding.
+
+    Batches (data/translation contract): ``(src, src_len, tgt_in, tgt_out)`` in training,
+    plus ``refs`` (one reference string per row) in evaluation; pad id 0 everywhere.
+    """
+
+    primary = "bleu"
+    lower_is_better = False
+
+    def __init__(self, cfg, device, meta=None):
+        meta = meta or {}
+        m = cfg.model
+        self.device = device
+        self.pad_id, self.bos_id, self.eos_id = meta["pad_id"], meta["bos_id"], meta["eos_id"]
+        self.detokenize, self.bleu_tokenize = meta["detokenize"], meta["bleu_tokenize"]
+        self.max_decode_len = int(meta["max_decode_len"])
+        self.max_decode_ratio, self.max_decode_extra = float(m.max_decode_ratio), int(m.max_decode_extra)
+        self.beam_size, self.alpha = int(m.beam_size), float(m.length_penalty)
+        # Evaluations during training may decode with a smaller beam (conf: trainer.eval_beam_size).
+        self.eval_beam_size = int(cfg.trainer.get("eval_beam_size") or m.beam_size)
+        self.bleu_signature = None  # sacrebleu's signature of the last BLEU computed (summary.json)
+        self._reset_counts()
+
+    def _reset_counts(self) -> None:
+        # Target tokens per sentence, summed over the batches since the last train metrics row:
+        # a tensor on the batch's device, so that counting costs no device sync per step.
+        self.tokens_per_sentence, self.batches = None, 0
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def loss(self, model, batch):
+        """Cross-entropy summed over the target tokens (pad ignored) and averaged over the
+        sentences: TF NMT's objective, for which its learning rate 1.0 and clip 5 are set."""
+        src, src_len, tgt_in, tgt_out = batch
+        count = (tgt_out != self.pad_id).sum() / tgt_out.size(0)
+        self.tokens_per_sentence = count if self.tokens_per_sentence is None else self.tokens_per_sentence + count
+        self.batches += 1
+        src, src_len, tgt_in, tgt_out = _to(batch, self.device)
+        logits = model(src, src_len, tgt_in)
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
+                              ignore_index=self.pad_id, reduction="sum")
+        return nll / src.size(0)
+
+    def train_metrics(self, mean_loss: float) -> dict:
+        """Per-token loss: the mean per-sentence loss over the mean target length of the same
+        batches (exact when every batch has the same number of sentences)."""
+        per_sentence = float(self.tokens_per_sentence) / self.batches if self.batches else float("nan")
+        self._reset_counts()
+        per_token = mean_loss / per_sentence
+        return {"loss": per_token, "perplexity": math.exp(min(per_token, 700.0))}
+
+    def max_len(self, src_len: torch.Tensor) -> torch.Tensor:
+        """Decoding limit per sentence: ratio * source length + extra tokens, at most the dataset's."""
+        limit = (src_len.double() * self.max_decode_ratio).round().long() + self.max_decode_extra
+        return limit.clamp(max=self.max_decode_len)
+
+    @torch.no_grad()
+    def evaluate(self, model, batches, final: bool = False) -> dict:
+        """Teacher-forced per-token loss and perplexity over the split, and corpus BLEU of the
+        decoded split (beam model.beam_size at the end, trainer.eval_beam_size during training)."""
+        from prune_cli.decode import translate
+        from prune_cli.train.bleu import corpus_bleu
+
+        beam = self.beam_size if final else self.eval_beam_size
+        nll, tokens, hyps, refs = 0.0, 0, [], []
+        for src, src_len, tgt_in, tgt_out, batch_refs in batches:
+            limit = self.max_len(src_len)
+            src, src_len, tgt_in, tgt_out = _to((src, src_len, tgt_in, tgt_out), self.device)
+            logits = model(src, src_len, tgt_in)
+            nll += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
+                                         ignore_index=self.pad_id, reduction="sum"))
+            tokens += int((tgt_out != self.pad_id).sum())
+            out = translate(model, src, src_len, beam_size=beam, alpha=self.alpha, max_len=limit,
+                            bos_id=self.bos_id, eos_id=self.eos_id)
+            hyps.extend(self.detokenize(ids) for ids in out)
+            refs.extend(batch_refs)
+        loss = nll / max(1, tokens)
+        bleu, self.bleu_signature = corpus_bleu(hyps, refs, self.bleu_tokenize)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bleu": bleu,
+                "sentences": float(len(refs)), "tokens": float(tokens)}
+
+    def state_dict(self) -> dict:
+        return {"tokens_per_sentence": None if self.tokens_per_sentence is None else self.tokens_per_sentence.cpu(),
+                "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        t = state.get("tokens_per_sentence")
+        self.tokens_per_sentence, self.batches = t, state.get("batches", 0)
 
 
-def build_task(cfg, device):
+TASKS = {"language_model": LanguageModelTask, "classification": ClassificationTask,
+         "translation": TranslationTask}
+
+
+def build_task(cfg, device, meta=None):
+    """The task of ``cfg.model.task``; ``meta`` is the dataset's (DataBundle.meta)."""
     name = cfg.model.task
     if name not in TASKS:
         raise ValueError(f"unknown model.task '{name}'; valid: {', '.join(TASKS)}")
-    return TASKS[name](cfg, device)
+    return TASKS[name](cfg, device, meta)
