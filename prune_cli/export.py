@@ -120,7 +120,10 @@ def encode(state: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor], forma
         if name not in sparse:
             if t.is_floating_point():
                 t = t.to(_FLOAT[dtype])  # int8 maps to float32: dense-stored tensors are not quantized
-            out[name] = t.contiguous()
+            t = t.contiguous()
+            if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+                t = t.clone()  # a view into a shared buffer (cuDNN's flat LSTM weights): safetensors refuses those
+            out[name] = t
             continue
         w = t.float().contiguous()
         keep = sparse[name].cpu().reshape(w.shape).bool()

@@ -86,6 +86,15 @@ def test_hand_worked_bitmask_and_csr_layout(tmp_path):
     assert set(dense) == {"w", "b", "n"} and torch.equal(dense["w"], w)
 
 
+def test_views_into_one_buffer_are_written(tmp_path):
+    # cuDNN keeps an LSTM's weights as views into one flat buffer, and a checkpoint keeps them so.
+    flat = torch.arange(12.0)
+    state = {"a": flat[:8].view(2, 4), "b": flat[8:]}
+    tensors = export.encode(state, {"a": torch.ones(2, 4, dtype=torch.bool)}, "bitmask", "float32")
+    save_file(tensors, str(tmp_path / "x.safetensors"))
+    assert torch.equal(tensors["b"], flat[8:])
+
+
 def test_csr_matches_torch_and_a_4d_tensor_is_viewed_as_2d():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6, 4, 3, 3, generator=g)
