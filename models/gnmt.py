@@ -196,13 +196,15 @@ class GNMT(nn.Module):
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (src [B, S], src_len [B], tgt_in [B, T]) -> logits [B, T, V]."""
         enc, state = self.encode(src, src_len)
-        gates_x = self._embed_gates(tgt_in)  # [B, T, 4k]
+        # unbind, not gates[:, t]: one backward for all steps instead of a zero-filled
+        # [B, T, 4k] gradient per step
+        gates_x = self._embed_gates(tgt_in).unbind(1)  # T x [B, 4k]
         weights = self._step_weights()
         h, c, context = state[:3]
         hs: List[torch.Tensor] = []
         contexts: List[torch.Tensor] = []
-        for t in range(tgt_in.size(1)):
-            h, c, context = self._attend_step(gates_x[:, t], context, h, c, enc, weights)
+        for gates_t in gates_x:
+            h, c, context = self._attend_step(gates_t, context, h, c, enc, weights)
             hs.append(h)
             contexts.append(context)
         below, context = torch.stack(hs, dim=1), torch.stack(contexts, dim=1)

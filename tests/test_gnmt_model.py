@@ -110,7 +110,7 @@ def test_paper_sizes():
     assert [round((3 * v * k + 94 * k * k) / 1e6, 1) for k in ks] == [34.2, 80.8, 139.7, 210.8]  # the 3Vk + 94k^2
     assert [round(param_count(v, k, 4) / 1e6) for k in ks] == [34, 81, 140, 211]  # the paper's, biases included
     assert [round(param_count(v, k, 4) / 1e6, 1) for k in ks] == [34.2, 80.8, 139.7, 210.9]
-    assert param_count(v, 1024, 4) == 210_917_377
+    assert [param_count(v, k, 4) for k in ks] == [34_248_193, 80_817_153, 139_706_881, 210_917_377]
     m = GNMT(v, 256, 4)  # built at the smallest paper size; the others follow from the formula
     assert sum(p.numel() for p in m.parameters()) == param_count(v, 256, 4) == 34_248_193
     assert sum(p.numel() for n, p in m.named_parameters() if n in Pruner(m, OneShotSchedule(0.5), PRUNE).names) \

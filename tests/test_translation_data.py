@@ -379,7 +379,8 @@ def test_epoch_exact_resume_and_coverage(n, batch, pool, seed, epoch, data_seed)
     ds = translation.TranslationBatches(pairs, {}, seed, batch_size=batch, pool=pool)
     plan = ds.plan(epoch)
     assert len(plan) == ds.steps_per_epoch == n // batch
-    rows = torch.cat(plan).tolist()
+    assert plan.shape == (n // batch, batch)
+    rows = plan.flatten().tolist()
     assert len(rows) == len(set(rows)) == (n // batch) * batch        # each pair at most once
     full = list(ds.train_epoch(epoch, 0))
     assert len(full) == ds.steps_per_epoch
@@ -398,10 +399,10 @@ def test_epochs_and_seeds_differ_and_pool_sorts():
     assert [x.tolist() for x in p0] != [x.tolist() for x in p1]
     other = translation.TranslationBatches(pairs, {}, 8, batch_size=10, pool=8).plan(0)
     assert [x.tolist() for x in p0] != [x.tolist() for x in other]
-    # batches come from sorted pools: source lengths within a batch are close
-    spread = [int(pairs.src.lens[b].max() - pairs.src.lens[b].min()) for b in p0]
+    # batches come from pools sorted by target length: target lengths within a batch are close
+    spread = [int(pairs.tgt.lens[b].max() - pairs.tgt.lens[b].min()) for b in p0]
     unsorted = translation.TranslationBatches(pairs, {}, 7, batch_size=10, pool=1).plan(0)
-    spread1 = [int(pairs.src.lens[b].max() - pairs.src.lens[b].min()) for b in unsorted]
+    spread1 = [int(pairs.tgt.lens[b].max() - pairs.tgt.lens[b].min()) for b in unsorted]
     assert sum(spread) * 3 < sum(spread1)
     with pytest.raises(ValueError):
         next(ds.train_epoch(0, -1))

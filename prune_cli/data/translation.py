@@ -14,14 +14,18 @@ ranks slice dim 0): ``src [B, S]`` the source ids without bos/eos (as TF NMT), p
 
 Training order, epoch ``e``: a permutation from (seed, e) drops ``N mod B`` random pairs (a
 different few every epoch), is cut into pools of ``pool`` batches, each pool is sorted by
-(source length, target length) and cut into batches of exactly ``B`` pairs, and the batch
-order is permuted again from the same generator. Why this and not TF NMT's length buckets
+(target length, then source length) and cut into batches of exactly ``B`` pairs, and the
+batch order is permuted again from the same generator. Target first because the decoder (its
+LSTM layers, attention and the V-wide softmax and loss) runs over every padded target
+position, while a packed encoder skips source padding: on Multi30k, pools of 100 batches fill
+98% of the target cells and 80% of the source cells with real tokens (source first: 81% / 98%;
+no sorting: 45% / 42%). Why this and not TF NMT's length buckets
 (group_by_window): every batch is full, so the loss scale (sum over tokens / B) and the
-step count are the same every epoch (``steps_per_epoch = N // B`` exactly), padding is near
-zero (a pool of 100 batches of Multi30k holds every length many times over), and the whole
+step count are the same every epoch (``steps_per_epoch = N // B`` exactly), target padding
+is near zero (a pool of 100 batches of Multi30k holds every length many times over), and the whole
 plan of an epoch is a pure function of (seed, epoch), so ``train_epoch(e, start)`` yields
-exactly batches ``start ..`` of ``train_epoch(e, 0)`` -- exact resume -- at the cost of one
-permutation and a few sorts (milliseconds for Multi30k, about a second for WMT16).
+exactly batches ``start ..`` of ``train_epoch(e, 0)`` -- exact resume -- at the cost of two
+permutations and one sort (20 ms for Multi30k, seconds for WMT16's 4.5M pairs).
 
 Evaluation batches ``(src, src_len, tgt_in, tgt_out, refs)``: every pair of the split once
 (no length filter), ordered by source length, longest first (decoding a batch costs its
@@ -203,21 +207,21 @@ def make_batch(pairs: Pairs, idx: torch.Tensor) -> TrainBatch:
 
 
 def epoch_plan(src_lens: torch.Tensor, tgt_lens: torch.Tensor, batch_size: int, pool: int,
-               seed: int, epoch: int) -> List[torch.Tensor]:
-    """Row indices of every training batch of epoch ``epoch``, in order (module docstring)."""
+               seed: int, epoch: int) -> torch.Tensor:
+    """Row indices of every training batch of epoch ``epoch``: int64 [steps, batch_size],
+    row ``i`` = batch ``i`` (module docstring). One permutation, one sort of all pools at once
+    (pool number first, then target length, then source length) and one permutation of the
+    batches: 5 s for 4.5M pairs (WMT16) on the loaded 2-core machine, once an epoch."""
     n = int(src_lens.numel())
     steps = n // batch_size
     g = generator(seed, epoch)
     perm = torch.randperm(n, generator=g)[:steps * batch_size]
-    key = src_lens * (int(tgt_lens.max()) + 1) + tgt_lens if n else src_lens
-    chunk = batch_size * pool
-    batches: List[torch.Tensor] = []
-    for a in range(0, len(perm), chunk):
-        rows = perm[a:a + chunk]
-        rows = rows[torch.sort(key[rows], stable=True).indices]
-        batches.extend(rows.split(batch_size))
+    key = tgt_lens * (int(src_lens.max()) + 1) + src_lens if n else tgt_lens
+    k = key[perm]
+    pool_id = torch.arange(len(perm)) // (batch_size * pool)
+    rows = perm[torch.sort(pool_id * (int(k.max()) + 1 if n else 1) + k, stable=True).indices]
     order = torch.randperm(steps, generator=g)
-    return [batches[i] for i in order.tolist()]
+    return rows.view(steps, batch_size)[order]
 
 
 def eval_order(src_lens: torch.Tensor) -> torch.Tensor:
@@ -238,7 +242,7 @@ class TranslationBatches:
             raise DataError(f"data.batch_size={batch_size} exceeds the {len(train)} training pairs; "
                             f"lower data.batch_size")
 
-    def plan(self, epoch: int) -> List[torch.Tensor]:
+    def plan(self, epoch: int) -> torch.Tensor:
         return epoch_plan(self.train.src.lens, self.train.tgt.lens, self.batch_size, self.pool,
                           self.seed, epoch)
 
