@@ -35,11 +35,17 @@ run: $(STAMP)  ## the main job: PTB large-sparse vs small-dense study (~10 min o
 report: $(STAMP)  ## tables and figures from results/runs into results/report
 	$(BIN)/prune-report $(ARGS)
 
-bench: $(STAMP)  ## speed and memory benchmarks (~8 min), JSON into results/bench/
+bench: $(STAMP)  ## speed and memory benchmarks (every scripts/bench_*.py; tens of minutes), JSON into results/bench/
 	$(BIN)/python scripts/bench_pruning.py
 	$(BIN)/python scripts/bench_runner.py --family ptb
 	$(BIN)/python scripts/bench_runner.py --family mobilenet
 	$(BIN)/python scripts/bench_gnmt.py
+	$(BIN)/python scripts/bench_gnmt_model.py
+	$(BIN)/python scripts/bench_scale.py sweep
+	$(BIN)/python scripts/bench_scale.py ranks
+	$(BIN)/python scripts/bench_precision.py --family mobilenet --out results/bench/precision_mobilenet.json
+	$(BIN)/python scripts/bench_precision.py --family ptb --out results/bench/precision_ptb.json
+	$(BIN)/python scripts/bench_infer.py
 	$(BIN)/python scripts/bench_report.py
 
 clean:  ## remove .venv and build files (never results/)
