@@ -252,3 +252,31 @@ def test_prune_run_val_perplexity_equals_prune_infer_on_its_export(ptb_root, tmp
         assert rc == 0, err
         res = json.loads(out)
         assert res["perplexity"] == pytest.approx(summary["val_perplexity"], rel=1e-6), (fmt, kernels)
+
+
+def test_gnmt_greedy_bleu_equals_the_dense_evaluation(tmp_path, capsys):
+    """A translation file: prune-infer decodes greedily (beam 1) and its BLEU over the split is
+    the task's own evaluation of the dense masked model, with CSR and with dense kernels."""
+    config = {"model": {"name": "gnmt", "task": "translation", "units": 8, "layers": 2, "dropout": 0.0,
+                        "init_range": 0.5, "forget_bias": 1.0, "beam_size": 10, "length_penalty": 1.0,
+                        "max_decode_ratio": 2.0, "max_decode_extra": 10,
+                        "prune": ["src_embedding.weight", "tgt_embedding.weight", "enc_*.weight_*",
+                                  "dec_*.weight_*", "softmax.weight"]},
+              "data": {"name": "fake_wmt16", "task": "translation", "direction": "de-en", "vocab_size": 200,
+                       "train_size": 128, "valid_size": 12, "test_size": 12, "len_median": 6, "len_sigma": 0.3,
+                       "zipf": 1.0, "data_seed": 0, "max_len": 12, "too_long": "drop", "batch_size": 8,
+                       "eval_batch_size": 5, "pool": 4, "max_decode_len": 20},
+              "optim": {}, "trainer": {"channels_last": False, "eval_beam_size": 1}, "seed": 0, "sparsity": 0.9}
+    model, cfg, data = make_run(tmp_path / "run", config, 0.9)
+    with torch.no_grad():
+        want = build_task(cfg, torch.device("cpu"), data.meta).evaluate(model, data.eval_splits["valid"]())
+    path = tmp_path / "m.safetensors"
+    export.export_run(tmp_path / "run", path, "csr", "float32", record=False)
+    for kernels in ("sparse", "dense"):
+        rc, out, err = infer(capsys, path, "--json", "--kernels", kernels)
+        assert rc == 0, err
+        res = json.loads(out)
+        assert res["sentences"] == want["sentences"] == 12
+        assert res["bleu"] == pytest.approx(want["bleu"], abs=1e-9)
+        assert res["loss"] == pytest.approx(want["loss"], rel=1e-5) and want["loss"] > 1.0
+        assert res["sentences_per_s"] > 0

@@ -37,7 +37,7 @@ class InferError(Exception):
 
 # quality keys and the unit counted, per task (named like summary.json's metrics)
 QUALITY = {"language_model": ("perplexity", "loss"), "classification": ("top1", "top5", "loss"),
-           "translation": ("bleu",)}
+           "translation": ("bleu", "perplexity", "loss")}
 UNITS = {"language_model": "tokens", "classification": "images", "translation": "sentences"}
 
 
@@ -235,8 +235,12 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
     it makes every layer's dense/CSR choice and warms the caches."""
     cfg, data = loaded.cfg, loaded.data
     task_name = str(cfg.model.get("task"))
+    if task_name == "translation":  # prune-infer reports BLEU of greedy decoding (the fast path)
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.trainer.eval_beam_size = 1
     try:
-        build_task(cfg, torch.device("cpu"))
+        build_task(cfg, torch.device("cpu"), data.meta)
     except (ValueError, KeyError) as e:
         raise InferError(f"cannot evaluate {cfg.model.name}: {e}; this prune-cli has no evaluation for its task") from None
     split = next((s for s in data.eval_splits if s != "test"), "test")
@@ -249,12 +253,12 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         first = next(iter(data.eval_splits[split]()), None)
         if first is None:
             raise InferError(f"the {split} split of {cfg.data.name} is empty")
-        build_task(cfg, device).evaluate(loaded.model, [first])
+        build_task(cfg, device, data.meta).evaluate(loaded.model, [first])
         timed = Timed(loaded.model)
         batches = data.eval_splits[split]()
         if max_batches is not None:
             batches = itertools.islice(batches, max_batches)
-        metrics = build_task(cfg, device).evaluate(timed, timed.batches(batches))
+        metrics = build_task(cfg, device, data.meta).evaluate(timed, timed.batches(batches))
     unit = UNITS.get(task_name, "items")
     count = int(metrics.get(unit, 0))
     total = sum(timed.times)
