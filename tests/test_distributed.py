@@ -133,6 +133,10 @@ def test_two_ranks_kill_9_then_same_command_ends_with_identical_numbers(data_roo
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, at once
     proc.wait()
+    # torchrun may start its ranks in process groups of their own: kill whatever still runs on
+    # this results_dir, and wait until it is gone, so that no rank writes after the "kill -9".
+    while subprocess.run(["pkill", "-9", "-f", str(killed)]).returncode == 0:
+        time.sleep(0.2)
     assert ckpt is not None, "run ended before its first checkpoint"
     assert not (ckpt.parent / "summary.json").exists()
 
