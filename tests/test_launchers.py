@@ -161,5 +161,6 @@ def test_submitit_local_job_requeued_after_preemption_resumes_from_its_checkpoin
     for key in ("perplexity", "val_perplexity", "params_nnz", "achieved_sparsity", "steps"):
         assert got[key] == want[key], key
     assert read_csv(run / "sparsity.csv") == read_csv(next(clean.glob("runs/default/*/sparsity.csv")))
-    logs = list(results.glob("runs/default/.submitit/*/*_log.err"))
-    assert any("Requeued job" in p.read_text() or "requeue" in p.read_text().lower() for p in logs)
+    # One job, started twice by submitit ("start" then "resume" in run.log above): the requeue.
+    # (submitit's own "requeued" log line is not asserted: how much of it is flushed before the
+    # job is killed depends on the machine's load.)
