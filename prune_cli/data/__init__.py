@@ -7,7 +7,10 @@ traceback half-way through a run.
 """
 import hashlib
 import importlib
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator
 
 _BUILDERS: Dict[str, Callable[..., "DataBundle"]] = {}
@@ -45,6 +48,24 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def save_atomic(obj, path) -> None:
+    """torch.save to a temporary file and rename: a cache is either whole or absent."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def register(name: str, check: Callable[..., None] = None):

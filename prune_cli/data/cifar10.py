@@ -38,17 +38,15 @@ for free from the NHWC cache and MobileNet trains ~3.5x faster on CPU with chann
 """
 import io
 import logging
-import os
 import re
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from . import DataBundle, DataError, register, sha256_file
+from . import DataBundle, DataError, register, save_atomic, sha256_file
 from .images import (Normalizer, cache_dir as _cache_dir, data_root, generator, opt,
                      positive_int, random_crop_flip)
 
@@ -143,20 +141,6 @@ def convert_torchvision(root, download: bool) -> Dict[str, object]:
     return out
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _load_cache(path: Path) -> Optional[Dict[str, object]]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -199,7 +183,7 @@ def _ensure_cache(root: Path, cache: Path, download: bool, force: bool = False):
         data.update(format=CACHE_FORMAT, source=str(archive), sha256=digest)
         if digest != ARCHIVE_SHA256:
             log.warning("%s has sha256 %s, not the published %s", archive, digest, ARCHIVE_SHA256)
-        _save_atomic(data, path)
+        save_atomic(data, path)
         log.info("CIFAR-10: decoded %s (%d train / %d test images) into %s in %.1f s", archive,
                  len(data["train_labels"]), len(data["test_labels"]), path, time.perf_counter() - t0)
         return path, data
@@ -215,7 +199,7 @@ def _ensure_cache(root: Path, cache: Path, download: bool, force: bool = False):
         data = convert_torchvision(root, download)
         data.update(format=CACHE_FORMAT, source=f"torchvision:{root / TV_DIR}", sha256=None)
         path = cache / TV_CACHE
-        _save_atomic(data, path)
+        save_atomic(data, path)
         log.info("CIFAR-10: converted torchvision's files in %s into %s in %.1f s", root, path,
                  time.perf_counter() - t0)
         return path, data

@@ -39,15 +39,13 @@ Corpora are stored as one flat int32 tensor of ids and per-sentence offsets per 
 gather.
 """
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import DataBundle, DataError
+from . import DataBundle, DataError, save_atomic  # noqa: F401  (multi30k and wmt16 import it from here)
 from .images import generator, opt, positive_int
 
 log = logging.getLogger(__name__)
@@ -294,20 +292,6 @@ def make_bundle(train: Pairs, evals: Dict[str, Pairs], cfg, seed: int, meta: Dic
 
 
 # ----------------------------------------------------------------------------- caches
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file and rename: a cache is either whole or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_cache(path: Path, fmt: int, key: str) -> Optional[dict]:
