@@ -65,12 +65,12 @@ class Copier(nn.Module):
         steps = [self._logits(src, src_len, torch.full((src.size(0),), t)) for t in range(tgt_in.size(1))]
         return torch.stack(steps, dim=1)
 
-    def encode(self, src, src_len):
-        return Enc(src, src_len), (torch.zeros(src.size(0), dtype=torch.long),)
+    def encode(self, src, src_len):  # the state is float, as an LSTM's: the position as a number
+        return Enc(src, src_len), (torch.zeros(src.size(0)),)
 
     def decode_step(self, tokens, state, enc):
         (pos,) = state
-        return self._logits(enc.src, enc.src_len, pos), (pos + 1,)
+        return self._logits(enc.src, enc.src_len, pos.long()), (pos + 1,)
 
 
 def pad(seqs):
