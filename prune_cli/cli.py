@@ -9,6 +9,7 @@ from typing import List
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -121,6 +122,15 @@ def _one_line(text: str) -> str:
     return "; ".join(lines) or "invalid arguments"
 
 
+def register_sweeper() -> None:
+    """Hydra discovers plugins by listing the hydra_plugins folders, which an editable install
+    does not have: register the project's sweeper (conf/hydra/sweeper/dense_first.yaml) by hand.
+    After Hydra's scan, which re-executes modules already imported (the sweeper's base class with them)."""
+    plugins = Plugins.instance()
+    from hydra_plugins.prune_cli_sweeper.dense_first import DenseFirstSweeper
+    plugins.register(DenseFirstSweeper)
+
+
 def main() -> None:
     check_group_choices(sys.argv[1:])
     # conf/hydra/launcher/{joblib,submitit_*}.yaml carry the project's defaults under the plugins'
@@ -130,6 +140,7 @@ def main() -> None:
         check_family_choices(sys.argv[1:])
     except ConfigError as e:
         fail(str(e))
+    register_sweeper()
     entry = hydra.main(config_path="pkg://prune_cli.conf", config_name="config", version_base="1.3")(_task)
     # Until the first job starts, hold Hydra's stderr: a malformed override (a key the config
     # lacks, bad syntax) is several lines and exit 1 there; here it is one line and exit 2.

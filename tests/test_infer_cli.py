@@ -25,6 +25,13 @@ PTB_PRUNE = ["embedding.weight", "lstm.weight_*", "decoder.weight"]
 MOBILENET_PRUNE = ["blocks.*.pw.weight", "fc.weight"]
 
 
+@pytest.fixture(autouse=True)
+def no_data_root_from_the_environment(monkeypatch):
+    """prune-infer prefers $PRUNE_DATA_ROOT (set by `make test` on machines with shared data) to
+    the data root a file's run recorded; these tests' files point at their own tiny datasets."""
+    monkeypatch.delenv("PRUNE_DATA_ROOT", raising=False)
+
+
 @pytest.fixture(scope="module")
 def ptb_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")

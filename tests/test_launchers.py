@@ -77,6 +77,9 @@ def test_joblib_sweep_equals_basic_and_either_launcher_skips_the_others_runs(dat
     assert out.returncode == 0, out.stderr
     want, got = summaries(basic), summaries(joblib)
     assert len(want) == 2 and sorted(got) == sorted(want)  # launcher keys do not enter run_id
+    (sparse,) = [s for s in want.values() if s["target_sparsity"] > 0]
+    assert sparse["init_from"].endswith("sparsity=0,trainer.checkpoint_every=7,trainer.epochs=1,"
+                                        "trainer.log_every=5,trainer.max_steps=12/checkpoint.pt")
     for run, s in want.items():
         for key in COMPARED:
             if isinstance(s[key], float):
@@ -91,6 +94,20 @@ def test_joblib_sweep_equals_basic_and_either_launcher_skips_the_others_runs(dat
     after = snapshot(basic / "runs/default")
     assert {p: v for p, v in after.items() if p.name != "multirun.yaml"} == \
            {p: v for p, v in before.items() if p.name != "multirun.yaml"}
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_dense_runs_before_the_sparse_runs_that_start_from_them(data_root, tmp_path):
+    """Listed sparse first, launched dense first (hydra/sweeper=dense_first): the sparse run starts
+    from the dense run of its sweep (init_from=auto); init_from=none stays in the first wave."""
+    sweep = TINY + ["trainer.epochs=1", "trainer.max_steps=8", "pruning.frequency=2"]
+    out = prune_run(["-m", *sweep, "sparsity=0.5,0", "init_from=auto,none"], data_root, tmp_path)
+    assert out.returncode == 0, out.stderr
+    got = {(s["target_sparsity"], "init_from=none" in s["run_id"]): s for s in summaries(tmp_path).values()}
+    assert len(got) == 4
+    dense_ckpt = Path(tmp_path, "runs/default", got[0.0, False]["run_id"], "checkpoint.pt")
+    assert got[0.5, False]["init_from"] == str(dense_ckpt)
+    assert got[0.5, True]["init_from"] == "scratch" and got[0.0, True]["init_from"] == "scratch"
 
 
 @pytest.mark.slow
