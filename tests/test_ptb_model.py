@@ -62,6 +62,25 @@ def test_registered_and_errors():
         models.build(OmegaConf.create({"name": "ptb_lstm"}), {"vocab_size": 10})
 
 
+def test_every_family_registers_the_name_it_is_listed_under():
+    """models.FAMILIES names the module of each family, imported only on build: each module must
+    register exactly the names it is listed under (and a fresh process imports no family early)."""
+    import importlib
+    import subprocess
+    import sys
+    for name, module in models.FAMILIES.items():
+        importlib.import_module(f"prune_cli.models.{module}")
+        assert name in models._BUILDERS, (name, module)
+    assert models.names() == sorted(models.FAMILIES)
+    with pytest.raises(ValueError, match="unknown model 'resnet'; valid: gnmt, inception_v3, mobilenet, ptb_lstm"):
+        models.build(OmegaConf.create({"name": "resnet"}), {})
+    code = ("import sys; from prune_cli import config, models; from omegaconf import OmegaConf; "
+            "assert 'gnmt' in models.names(); print(sorted(m for m in sys.modules if m.startswith('prune_cli.models.')), "
+            "'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[] False", out.stderr
+
+
 def test_forward_backward_shapes():
     torch.manual_seed(0)
     m = PTBLSTM(vocab=50, hidden=12, layers=2, dropout=0.5, init_range=0.1)
