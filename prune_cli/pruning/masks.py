@@ -120,7 +120,7 @@ def _topk_of_keys(keys: torch.Tensor, k: int, alive: Optional[int] = None) -> to
     """Flat bool mask of the k largest keys (ties by position); keys < 0 are never kept."""
     if k <= 0:
         return torch.zeros_like(keys, dtype=torch.bool)
-    k = min(k, int((keys >= 0).sum()) if alive is None else alive)
+    k = min(k, int((keys >= 0).count_nonzero()) if alive is None else alive)
     if k == keys.numel():
         return torch.ones_like(keys, dtype=torch.bool)
     threshold, above = kth_largest_key([lambda: keys], k)
@@ -155,8 +155,9 @@ def nm_group_top(keys: torch.Tensor, shape: Sequence[int], n: int, m: int) -> to
     """Flat bool: the n largest live keys (>= 0) of every group of m along dimension 1.
 
     Ties are broken by position (the lower index along dimension 1, i.e. the lower flat index,
-    as everywhere in the core). A weight's rank in its group is counted with m vectorised
-    compares (m is small: 4 or 8), chunked over dimension 0 to bound temporaries; no sort.
+    as everywhere in the core). A weight's rank in its group is counted over the m(m-1)/2 pairs
+    of the group, one vectorised compare a pair (m is small: 4 or 8; half the work of comparing
+    every weight with all m), chunked over dimension 0 to bound temporaries; no sort.
     """
     rows = shape[0]
     grouped = keys.view(rows, shape[1] // m, m, -1)  # (rows, groups, m, rest): a view, no copy
@@ -165,10 +166,11 @@ def nm_group_top(keys: torch.Tensor, shape: Sequence[int], n: int, m: int) -> to
     for a in range(0, rows, step):
         k = grouped[a:a + step]
         rank = torch.zeros(k.shape, dtype=torch.int8 if m < 128 else torch.int32, device=keys.device)  # int8: ~25% faster
-        for j in range(m):
-            kj = k[:, :, j:j + 1]
-            rank += kj > k  # larger keys in the group
-            rank[:, :, j + 1:] += kj == k[:, :, j + 1:]  # equal keys earlier in the group
+        for i in range(m):
+            for j in range(i + 1, m):
+                wins = k[:, :, i] >= k[:, :, j]  # i is larger, or equal and earlier: j ranks below it
+                rank[:, :, j] += wins
+                rank[:, :, i] += ~wins
         top[a:a + step] = (rank < n) & (k >= 0)
     return top.view(-1)
 
@@ -179,10 +181,13 @@ def nm_topk_mask(weight: torch.Tensor, k: int, n: int, m: int, mask: Optional[to
     The n largest live weights of every group of m along dimension 1 get the key _MAX_KEY (and
     every other key is capped just below it, so a NaN weight cannot tie with them); the exact
     radix select then keeps exactly min(k, live) weights: all protected ones while k is at
-    least their number, so at k = numel * n / m exactly the top n of every group.
+    least their number, so at k = numel * n / m exactly the top n of every group (returned
+    without the select: the final update of every N:M schedule).
     """
     keys = magnitude_keys(weight, mask)
     protected = nm_group_top(keys, weight.shape, n, m)
+    if k == int(protected.count_nonzero()):  # count_nonzero: ~15x faster than a bool sum
+        return protected.view(weight.shape)
     keys.clamp_(max=_MAX_KEY - 1).masked_fill_(protected, _MAX_KEY)
     return _topk_of_keys(keys, k).view(weight.shape)
 
@@ -194,7 +199,7 @@ def global_topk_masks(weights: Sequence[torch.Tensor], k: int,
     fns = [lambda w=w, m=m: magnitude_keys(w, m) for w, m in zip(weights, masks)]
     if k <= 0:
         return [torch.zeros_like(w, dtype=torch.bool) for w in weights]
-    alive = sum(w.numel() if m is None else int((m != 0).sum()) for w, m in zip(weights, masks))
+    alive = sum(w.numel() if m is None else int(m.count_nonzero()) for w, m in zip(weights, masks))
     k = min(k, alive)
     threshold, above = kth_largest_key(fns, k)
     ties = k - above
