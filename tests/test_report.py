@@ -389,3 +389,14 @@ def test_lstm_base_label_and_validation_only_primary_metric():
     assert primary_metric("ptb_lstm", {"perplexity": 80.0, "val_perplexity": 83.0}) == "perplexity"
     assert primary_metric("ptb_lstm", {"perplexity": None, "val_perplexity": 83.0}) == "val_perplexity"
     assert primary_metric("mobilenet", {"top1": 70.0}) == "top1"
+
+
+def test_the_sweeps_table_callback_loads_without_pandas_or_matplotlib():
+    """prune-run instantiates report.study.PrintStudyTable at every start (conf/config.yaml's
+    hydra.callbacks): the report's heavy imports wait until a table is printed."""
+    import subprocess
+    import sys
+    code = ("import sys, prune_cli.report.study, prune_cli.report as r; "
+            "print('pandas' in sys.modules, 'matplotlib' in sys.modules, callable(r.make_report))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "False", "True"], out.stderr
