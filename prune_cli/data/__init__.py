@@ -50,22 +50,27 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def save_atomic(obj, path) -> None:
-    """torch.save to a temporary file and rename: a cache is either whole or absent."""
-    import torch
-
+def write_atomic(path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename: a cache is either whole or absent."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_atomic(obj, path) -> None:
+    """torch.save, atomically (write_atomic)."""
+    import torch
+
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def register(name: str, check: Callable[..., None] = None):

@@ -44,7 +44,7 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from . import DataBundle, DataError, register, sha256_file
+from . import DataBundle, DataError, register, sha256_file, write_atomic
 from .images import cache_dir, data_root, opt, positive_int
 from .translation import (EOS_ID, PAD_ID, BOS_ID, UNK_ID, Pairs, check_batching, direction,
                           load_cache, make_bundle, read_lines, save_atomic, side_from_state,
@@ -109,13 +109,10 @@ def download(directory: Path, files: Sequence[str]) -> None:
     except OSError as e:
         raise DataError(_missing_message(directory, files, f"cannot create the directory: {e}")) from None
     for name in files:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        def fetch_checked(tmp: str, name: str = name) -> None:
             log.info("downloading %s -> %s", URL.format(file=name), directory / name)
             try:
-                _fetch(URL.format(file=name), tmp)
+                _fetch(URL.format(file=name), Path(tmp))
             except Exception as e:  # no network, HTTP error, timeout ...
                 reason = f"download failed: {type(e).__name__}: {e}".replace("\n", " ")
                 raise DataError(_missing_message(directory, files, reason)) from None
@@ -123,10 +120,8 @@ def download(directory: Path, files: Sequence[str]) -> None:
             if got != SHA256[name]:
                 raise DataError(f"downloaded {name} has sha256 {got}, expected {SHA256[name]}; "
                                 f"deleted it: put the published file in {directory}")
-            os.replace(tmp, directory / name)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+
+        write_atomic(directory / name, fetch_checked)
 
 
 def spm_settings(cfg) -> Dict[str, object]:
@@ -282,7 +277,7 @@ def load_corpus(cfg) -> dict:
         lines = {(s, l): _read_gz(directory / f) for (s, l), f in FILES.items()}
         t1 = time.perf_counter()
         model = train_sentencepiece(lines["train", "de"] + lines["train", "en"], settings)
-        _write_bytes_atomic(model, model_path)
+        write_atomic(model_path, lambda tmp: Path(tmp).write_bytes(model))
         log.info("multi30k: trained sentencepiece (%s, %d pieces) in %.1f s -> %s",
                  settings["model_type"], settings["vocab_size"], time.perf_counter() - t1, model_path)
     codec = SentencePieceCodec(model)
@@ -307,20 +302,6 @@ def load_corpus(cfg) -> dict:
               "seconds": time.perf_counter() - t0}
     _MEMO[enc_key] = corpus
     return corpus
-
-
-def _write_bytes_atomic(blob: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- builder
