@@ -456,6 +456,27 @@ def measure_large_step(hidden, steps, warmup):
     return times
 
 
+def time_updates(shapes, reps, first_level, start, levels, **pruner_kw):
+    """Seconds of a Pruner's first mask update (0 -> first_level), then, ``reps`` times from a
+    snapshot at ``start``, of each update in ``levels`` (applied in order); the final NNZ."""
+    bag = ParamBag(shapes)
+    pruner = Pruner(bag, ConstantSchedule(levels[-1]), bag.names, **pruner_kw)
+    at = lambda s: {n: s for n in pruner.names}  # noqa: E731
+    t = time.perf_counter()
+    pruner.update_masks(at(first_level))
+    first = time.perf_counter() - t
+    pruner.update_masks(at(start))
+    snap = pruner.state_dict()
+    times = [[] for _ in levels]
+    for _ in range(reps):
+        pruner.load_state_dict(snap)
+        for level, out in zip(levels, times):
+            t = time.perf_counter()
+            pruner.update_masks(at(level))
+            out.append(time.perf_counter() - t)
+    return first, times, sum(s.nnz for s in pruner.stats()), pruner
+
+
 def bench_mask_update(args, ptb_step):
     quick = args.quick
     hidden = 300 if quick else 1500
@@ -465,58 +486,27 @@ def bench_mask_update(args, ptb_step):
     print(f"[2] mask updates over {total / 1e6:.1f}M weights (PTB hidden {hidden} shapes) ...", flush=True)
     out = {"hidden": hidden, "weights": total, "shapes": {n: list(s) for n, s in shapes}, "schemes": {}}
     for scheme in ("uniform", "global"):
-        bag = ParamBag(shapes)
-        pruner = Pruner(bag, ConstantSchedule(0.9), bag.names, scheme=scheme)
-        at = lambda s: {n: s for n in pruner.names}  # noqa: E731
-        t = time.perf_counter()
-        pruner.update_masks(at(0.5))
-        first = time.perf_counter() - t
-        pruner.update_masks(at(0.8))
-        snap = pruner.state_dict()
-        times = []
-        for _ in range(reps):
-            pruner.load_state_dict(snap)
-            t = time.perf_counter()
-            pruner.update_masks(at(0.85))
-            times.append(time.perf_counter() - t)
-        nnz = sum(s.nnz for s in pruner.stats())
+        first, (times,), nnz, pruner = time_updates(shapes, reps, 0.5, 0.8, [0.85], scheme=scheme)
         expect = (keep_count(total, 0.85) if scheme == "global"
                   else sum(keep_count(p.numel(), 0.85) for p in pruner.params))
         out["schemes"][scheme] = {
             "first_update_0_to_0.5_s": first, "update_0.8_to_0.85_s": times,
             "update_0.8_to_0.85_median_s": median(times), "nnz_exact": nnz == expect,
         }
-        del bag, pruner, snap
+        del pruner
         gc.collect()
 
     # N:M (issue 11): uniform 2:4 on the same shapes, on the way to 50% (0.3 -> 0.4) and the
     # final update (0.4 -> 0.5, where the group tops are the mask and no select runs)
     out["patterns"] = {}
     for pattern in ("2:4",):
-        bag = ParamBag(shapes)
-        pruner = Pruner(bag, ConstantSchedule(0.5), bag.names, pattern=pattern)
-        at = lambda s: {n: s for n in pruner.names}  # noqa: E731
-        t = time.perf_counter()
-        pruner.update_masks(at(0.25))
-        first = time.perf_counter() - t
-        pruner.update_masks(at(0.3))
-        snap = pruner.state_dict()
-        mid, final = [], []
-        for _ in range(reps):
-            pruner.load_state_dict(snap)
-            t = time.perf_counter()
-            pruner.update_masks(at(0.4))
-            mid.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            pruner.update_masks(at(0.5))
-            final.append(time.perf_counter() - t)
-        nnz = sum(s.nnz for s in pruner.stats())
+        first, (mid, final), nnz, pruner = time_updates(shapes, reps, 0.25, 0.3, [0.4, 0.5], pattern=pattern)
         out["patterns"][pattern] = {
             "first_update_0_to_0.25_s": first, "update_0.3_to_0.4_s": mid, "update_0.4_to_0.5_s": final,
             "update_0.3_to_0.4_median_s": median(mid), "update_0.4_to_0.5_median_s": median(final),
             "nnz_exact": nnz == sum(p.numel() // 2 for p in pruner.params),
         }
-        del bag, pruner, snap
+        del pruner
         gc.collect()
 
     # one PTB-large training step: measured (full run) and FLOP-scaled from section 1's PTB step
