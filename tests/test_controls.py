@@ -396,3 +396,28 @@ def test_report_tells_the_controls_apart_and_groups_their_seeds(tmp_path):
     csv = to_csv_frame(pts)
     assert {"criterion", "masks", "init", "mask_sources"} <= set(csv.columns)
     assert {"criterion", "masks", "init", "mask_source"} <= set(runs.columns)
+
+
+def test_a_mask_source_not_found_stops_the_run_before_anything_is_written(compose, tmp_path, capsys):
+    """mask_from=auto is resolved when the run starts (a sweep's earlier waves make the source):
+    not found, it is one error line and exit status 2, and results/ is as it was."""
+    from omegaconf import open_dict
+
+    from prune_cli.train.run import run
+    cfg = compose(SMALL + ["sparsity=0.9", "pruning.mask_from=auto", "trainer.progress=false", "data.batch_size=1",
+                           "data.bptt=1", "device=cpu"], tmp_path / "results")
+    with open_dict(cfg):
+        cfg.run_id = "r"
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "results" / "runs" / "keep.txt").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as e:
+            run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert e.value.code == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("prune-run: error:")]
+    assert len(errors) == 1 and "pruning.mask_from=auto: no finished magnitude-pruned run" in errors[0], errors
+    assert sorted(tmp_path.rglob("*")) == before
