@@ -421,3 +421,13 @@ def test_a_mask_source_not_found_stops_the_run_before_anything_is_written(compos
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("prune-run: error:")]
     assert len(errors) == 1 and "pruning.mask_from=auto: no finished magnitude-pruned run" in errors[0], errors
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_checkpoints_from_before_the_controls_still_resume():
+    from prune_cli.train.run import comparable
+    old = {"sparsity": 0.9, "pruning": {"name": "gradual", "scheme": "uniform"}, "trainer": {"max_steps": 5}}
+    new = {"sparsity": 0.9, "pruning": {"name": "gradual", "scheme": "uniform", "criterion": "magnitude",
+                                        "mask_from": None, "rewind_step": None},
+           "trainer": {"max_steps": 5, "keep_steps": [50]}}
+    assert comparable(old) == comparable(new)
+    assert comparable(old) != comparable({**new, "pruning": {**new["pruning"], "criterion": "random"}})

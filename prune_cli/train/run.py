@@ -34,6 +34,8 @@ log = logging.getLogger("prune_cli")
 # it existed still resume.
 VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
             "data.download", "data.cache_dir", "data.task", "trainer.keep_steps")
+# Keys added after checkpoints were written: at their default they mean what their absence did.
+ADDED = {"pruning.criterion": "magnitude", "pruning.mask_from": None, "pruning.rewind_step": None}
 
 
 class RunError(Exception):
@@ -51,6 +53,10 @@ def comparable(container: dict) -> dict:
     container = json.loads(json.dumps(container))
     for key in VOLATILE:
         _drop(container, key)
+    for key, default in ADDED.items():
+        group, name = key.split(".")
+        if container.get(group, {}).get(name, default) == default:
+            _drop(container, key)
     return container
 
 

@@ -21,7 +21,7 @@ A resumed run keeps the start it began with (recorded in its checkpoint), masks 
 it needs neither its mask source nor its init checkpoint again.
 """
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -54,7 +54,7 @@ class Start:
 
     def record(self) -> dict:
         """What a checkpoint keeps of the start (loop.extra["start"]) and summary.json shows."""
-        return {k: v for k, v in asdict(self).items() if k not in ("masks", "weights")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("masks", "weights")}
 
     def summary(self) -> dict:
         return {"init": self.init, "init_from": self.init_from, "rewind_step": self.first_step if self.init == "rewind" else None,
