@@ -53,11 +53,13 @@ class Start:
         return self.mask_from is not None
 
     def record(self) -> dict:
-        """What a checkpoint keeps of the start (loop.extra["start"]) and summary.json shows."""
+        """What a checkpoint keeps of the start (loop.extra["start"]): all but the tensors."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("masks", "weights")}
 
     def summary(self) -> dict:
-        return {"init": self.init, "init_from": self.init_from, "rewind_step": self.first_step if self.init == "rewind" else None,
+        """The start's fields in summary.json."""
+        return {"init": self.init, "init_from": self.init_from,
+                "rewind_step": self.first_step if self.init == "rewind" else None,
                 "criterion": self.criterion, "mask_from": self.mask_from, "mask_source": self.mask_source}
 
     def check_within(self, total_steps: int) -> None:
