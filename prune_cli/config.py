@@ -9,10 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from prune_cli import data as datasets
 from prune_cli import models
-from prune_cli.pruning import SCHEMES, parse_pattern, pattern_sparsity
+from prune_cli.pruning import CRITERIA, SCHEMES, parse_pattern, pattern_sparsity
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install; see conf_dir()
-GROUPS = ("model", "data", "pruning", "optim", "trainer", "experiment", "point")
+GROUPS = ("model", "data", "pruning", "optim", "trainer", "experiment", "point", "control")
 
 
 class ConfigError(Exception):
@@ -142,6 +142,8 @@ TRAINER_KEYS = {
                     "a list of split names or null", "[test]"),
     "progress": _BOOL, "channels_last": _BOOL, "compile": _BOOL,
     "precision": (lambda v: v in PRECISIONS, " | ".join(PRECISIONS), "bf16"),
+    "keep_steps": (lambda v: OmegaConf.is_list(v) and all(_is_int(x) and x >= 0 for x in v),
+                   "a list of steps (non-negative integers)", "[50]"),
 }
 
 
@@ -185,6 +187,47 @@ def _check_pattern(p, sparsity: float) -> float:
         raise ConfigError(f"sparsity={sparsity:g} contradicts pruning.pattern={pattern} ({nm[0]} of every {nm[1]} weights "
                           f"kept: sparsity {implied:g}); use sparsity={implied:g} or leave sparsity out")
     return implied
+
+
+def _check_controls(cfg: DictConfig, sparsity: float) -> None:
+    """pruning.criterion, and a fixed-mask run's source (pruning.mask_from, pruning.rewind_step;
+    train/start.py). A named source folder is checked here, before any job of a sweep starts;
+    mask_from=auto is found when its run starts (earlier waves of the sweep make it)."""
+    p = cfg.pruning
+    criterion, mask_from, rewind = p.get("criterion", "magnitude"), p.get("mask_from"), p.get("rewind_step")
+    if criterion not in CRITERIA:
+        raise ConfigError(f"unknown pruning.criterion '{criterion}'; valid: {', '.join(CRITERIA)}")
+    if criterion == "random" and p.scheme == "global":
+        raise ConfigError("pruning.criterion=random with pruning.scheme=global: one threshold over all tensors is a "
+                          "magnitude notion; random pruning keeps a random subset of each tensor: use uniform or layerwise_constant")
+    if rewind is not None and not (_is_int(rewind) and rewind >= 0):
+        raise ConfigError(f"pruning.rewind_step={rewind} must be a non-negative integer step (or null)")
+    if mask_from is None:
+        if rewind is not None:
+            raise ConfigError(f"pruning.rewind_step={rewind} needs a mask to train: add pruning.mask_from=RUN_DIR "
+                              "(or auto), whose masks are fixed while training from the rewound weights")
+        return
+    if not _scalar_text(mask_from):
+        raise ConfigError(f"pruning.mask_from={mask_from!r} must be a run folder, auto or null")
+    if p.name == "none":
+        raise ConfigError("pruning=none with pruning.mask_from: a fixed-mask run is sparse; use pruning=gradual (the default)")
+    if criterion != "magnitude":
+        raise ConfigError(f"pruning.criterion={criterion} with pruning.mask_from: a fixed-mask run keeps its source's "
+                          "masks and chooses none itself; leave pruning.criterion at magnitude")
+    if rewind is not None and str(cfg.init_from) not in ("auto", "none"):
+        raise ConfigError(f"pruning.rewind_step={rewind} with init_from={cfg.init_from}: both name the weights; "
+                          "give one (rewind_step takes the mask source's kept checkpoint)")
+    if sparsity == 0:
+        raise ConfigError("pruning.mask_from needs the sparsity of its source: give sparsity= (e.g. sparsity=0.9)")
+    if str(mask_from) != "auto":
+        from prune_cli.train.start import StartError, check_source, kept_checkpoint
+        source = Path(str(mask_from)).expanduser()
+        try:
+            check_source(source, cfg, sparsity)
+            if rewind is not None:
+                kept_checkpoint(source, rewind)
+        except StartError as e:
+            raise ConfigError(str(e)) from None
 
 
 def validate(cfg: DictConfig) -> None:
@@ -268,3 +311,4 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve (e.g. a key the family lacks)
         raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+    _check_controls(cfg, sparsity)

@@ -21,8 +21,17 @@ group get the largest possible key, so the same exact radix select prunes only t
 smallest first, down to keep_count(numel, s_t). At s_f = 1 - N/M exactly the N largest of
 every group remain; before it, the tensor follows eq. 1 exactly. Tensors whose dimension 1 is
 not a multiple of M cannot be grouped and stay dense (``Pruner.dense``).
+
+Criteria (``criterion=``): ``magnitude`` (the paper's) or ``random``, the control of ShrinkBench
+and Gale et al. (2019): at each update every tensor keeps a uniformly random subset of its live
+weights, of exactly the size eq. 1 gives. Random keys are a random permutation of the positions
+(distinct, so no ties: exactly uniform), drawn on the CPU from the Pruner's own generator, so the
+masks are the same on every device and the training RNG stream is untouched. The same select
+(and N:M's group protection) then works on them unchanged. A third source of masks is a finished
+run's final masks (``fixed=``): every update sets exactly those, for the controls of train/start.py.
 """
 import fnmatch
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -34,6 +43,7 @@ import torch.nn as nn
 from .schedule import GradualSchedule
 
 SCHEMES = ("uniform", "layerwise_constant", "global")
+CRITERIA = ("magnitude", "random")
 # Optimizers whose update of a weight is exactly zero when the weight, its gradient and its
 # per-weight state are zero (weight decay included): with their pruned state cleared at each
 # mask update, a masked gradient alone keeps pruned weights at zero between updates.
@@ -53,6 +63,24 @@ def keep_count(numel: int, sparsity: float) -> int:
 def magnitude_keys(weight: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Flat int32 keys ordered like |weight|; pruned positions (mask == 0) get -1."""
     keys = weight.detach().reshape(-1).float().view(torch.int32) & 0x7FFFFFFF
+    if mask is not None:
+        keys.masked_fill_(mask.reshape(-1) == 0, -1)
+    return keys
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of a run's named random stream (random masks, a re-initialisation), derived from
+    its ``seed``. Not ``seed`` itself: two generators given the same seed draw the same numbers, so
+    random masks drawn from ``seed`` would follow the initial weights torch.manual_seed(seed) drew."""
+    digest = hashlib.sha256(f"prune_cli.{stream}:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def random_keys(numel: int, generator: torch.Generator, device=None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Flat int32 keys, a uniformly random permutation of 0..numel-1; pruned positions get -1.
+    The k largest are a uniformly random k-subset of the live positions (distinct keys: no ties)."""
+    keys = torch.randperm(numel, generator=generator, dtype=torch.int32).to(device)
     if mask is not None:
         keys.masked_fill_(mask.reshape(-1) == 0, -1)
     return keys
@@ -184,12 +212,16 @@ def nm_topk_mask(weight: torch.Tensor, k: int, n: int, m: int, mask: Optional[to
     least their number, so at k = numel * n / m exactly the top n of every group (returned
     without the select: the final update of every N:M schedule).
     """
-    keys = magnitude_keys(weight, mask)
-    protected = nm_group_top(keys, weight.shape, n, m)
+    return nm_topk_of_keys(magnitude_keys(weight, mask), weight.shape, k, n, m)
+
+
+def nm_topk_of_keys(keys: torch.Tensor, shape: Sequence[int], k: int, n: int, m: int) -> torch.Tensor:
+    """nm_topk_mask on given keys (magnitude or random; pruned positions -1): a bool mask of ``shape``."""
+    protected = nm_group_top(keys, shape, n, m)
     if k == int(protected.count_nonzero()):  # count_nonzero: ~15x faster than a bool sum
-        return protected.view(weight.shape)
+        return protected.view(shape)
     keys.clamp_(max=_MAX_KEY - 1).masked_fill_(protected, _MAX_KEY)
-    return _topk_of_keys(keys, k).view(weight.shape)
+    return _topk_of_keys(keys, k).view(shape)
 
 
 def global_topk_masks(weights: Sequence[torch.Tensor], k: int,
@@ -264,12 +296,27 @@ class Pruner:
     schedule must end at 1 - N/M; selected tensors whose dimension 1 is not a multiple of M
     are left dense and listed in ``dense``. Not with ``global``: N:M fixes every tensor at
     1 - N/M, so one global threshold would have nothing left to allocate.
+    ``criterion``: ``magnitude`` or ``random`` (see the module docstring; ``seed`` seeds its
+    generator, whose state travels in ``state_dict``). Random is per tensor, so not with
+    ``global``: one threshold over all tensors is a magnitude notion.
+    ``fixed``: a finished run's final masks, as its Pruner's ``state_dict()``: every update sets
+    exactly these (the tensors it left dense stay dense); with a one-update schedule they are set
+    once and never change.
     """
 
     def __init__(self, model: nn.Module, schedule: GradualSchedule, params, scheme: str = "uniform",
-                 optimizer: Optional[torch.optim.Optimizer] = None, pattern: str = "unstructured"):
+                 optimizer: Optional[torch.optim.Optimizer] = None, pattern: str = "unstructured",
+                 criterion: str = "magnitude", seed: int = 0, fixed: Optional[dict] = None):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pruning scheme '{scheme}'; use one of {', '.join(SCHEMES)}")
+        if criterion not in CRITERIA:
+            raise ValueError(f"unknown pruning criterion '{criterion}'; use one of {', '.join(CRITERIA)}")
+        if criterion == "random" and scheme == "global":
+            raise ValueError("criterion random with scheme global: one threshold over all tensors is a magnitude "
+                             "notion; random pruning keeps a random subset of each tensor: use uniform or layerwise_constant")
+        self.criterion = "fixed" if fixed is not None else criterion
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, "random_masks")) \
+            if self.criterion == "random" else None
         self.nm = parse_pattern(pattern)
         self.pattern = "unstructured" if self.nm is None else f"{self.nm[0]}:{self.nm[1]}"
         self.schedule = schedule
@@ -298,7 +345,24 @@ class Pruner:
         self.offsets = [j * step // layers for j in range(layers)]
         self.masks: Dict[str, torch.Tensor] = {}  # name -> float mask, only once a tensor is pruned
         self.targets: Dict[str, float] = {n: 0.0 for n in self.names}
+        self.fixed = None if fixed is None else self._check_fixed(fixed, named)
         self._index_masks()
+
+    def _check_fixed(self, state: dict, named: Dict[str, torch.Tensor]) -> dict:
+        """The masks (bool, CPU) and per-tensor targets of ``state`` (a Pruner's state_dict), checked
+        against this model; ValueError in one line when they cannot be its masks."""
+        masks = state.get("masks") or {}
+        if not masks:
+            raise ValueError("the mask source has no masks (a dense run, or one stopped before pruning began)")
+        for name, mask in masks.items():
+            if name not in self.names:
+                raise ValueError(f"the mask source prunes '{name}', which this run does not prune "
+                                 f"({', '.join(self.names)}): give a run of the same model and pruned tensors")
+            if tuple(mask.shape) != tuple(named[name].shape):
+                raise ValueError(f"the mask source's mask for '{name}' has shape {tuple(mask.shape)}, this model's "
+                                 f"parameter {tuple(named[name].shape)}: give a run of the same model and data")
+        return {"masks": {n: m.bool().cpu() for n, m in masks.items()},
+                "targets": {n: float(state["targets"][n]) for n in masks}}
 
     # -- schedule -------------------------------------------------------------------------
     def target_at(self, step: int) -> Dict[str, float]:
@@ -357,6 +421,10 @@ class Pruner:
     @torch.no_grad()
     def update_masks(self, targets: Dict[str, float]) -> None:
         """Bring each tensor to its target sparsity (never reviving a pruned weight)."""
+        if self.fixed is not None:  # a fixed-mask run: its source's masks, whatever the schedule says
+            for n, keep in self.fixed["masks"].items():
+                self._set_mask(n, keep, self.fixed["targets"][n])
+            return
         if self.scheme == "global":
             level = next(iter(targets.values()))
             if level <= max(self.targets.values()):
@@ -372,11 +440,14 @@ class Pruner:
                 self._set_mask(n, self._keep(p, targets[n], self.masks.get(n)), targets[n])
 
     def _keep(self, p: torch.Tensor, target: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.nm is None:
+        if self.generator is None and self.nm is None:
             return topk_mask(p, keep_count(p.numel(), target), mask)
+        keys = magnitude_keys(p, mask) if self.generator is None else random_keys(p.numel(), self.generator, p.device, mask)
+        if self.nm is None:
+            return _topk_of_keys(keys, keep_count(p.numel(), target)).view(p.shape)
         n, m = self.nm
         # Never below n of every m, whatever the float rounding of the target.
-        return nm_topk_mask(p, max(keep_count(p.numel(), target), p.numel() // m * n), n, m, mask)
+        return nm_topk_of_keys(keys, p.shape, max(keep_count(p.numel(), target), p.numel() // m * n), n, m)
 
     def _set_mask(self, name: str, keep: torch.Tensor, target: float) -> None:
         self.targets[name] = target
@@ -402,21 +473,31 @@ class Pruner:
 
     # -- checkpointing --------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        state = {
             "scheme": self.scheme,
             "pattern": self.pattern,
+            "criterion": self.criterion,
             "names": list(self.names),
             "targets": dict(self.targets),
             "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
         }
+        if self.generator is not None:  # where the random masks' stream stands: resume draws on from here
+            state["generator"] = self.generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         pattern = state.get("pattern", "unstructured")  # checkpoints from before N:M are unstructured
+        criterion = state.get("criterion", "magnitude")  # and from before criteria, magnitude
         if state["names"] != self.names or state["scheme"] != self.scheme or pattern != self.pattern:
             raise ValueError(
                 f"pruner state is for scheme '{state['scheme']}', pattern {pattern} over {len(state['names'])} tensors; "
                 f"this pruner is '{self.scheme}', {self.pattern} over {len(self.names)}: "
                 "use the config the checkpoint was made with")
+        if criterion != self.criterion:
+            raise ValueError(f"pruner state is for criterion {criterion}, this pruner's is {self.criterion}: "
+                             "use the config the checkpoint was made with")
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
         named = dict(zip(self.names, self.params))
         self.masks = {}
         for n, m in state["masks"].items():

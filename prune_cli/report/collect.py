@@ -39,14 +39,15 @@ RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "
 # the keys conf/config.yaml excludes from a run's identity (hydra.job.config.override_dirname.
 # exclude_keys; a test keeps the two lists equal), plus run_id, which is derived from the rest.
 NOT_IDENTITY = ("seed", "run_id", "results_dir", "exp_name", "experiment", "device",
-                "trainer.progress", "trainer.threads", "data.root", "data.download", "data.cache_dir")
+                "trainer.progress", "trainer.threads", "data.root", "data.download", "data.cache_dir",
+                "trainer.keep_steps")
 _DEEPEST = 2 * max(k.count(".") for k in NOT_IDENTITY)   # indent of the deepest such key
 NUMERIC = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
            "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "steps", "epochs",
            "wall_time_s", "lr", "hidden", "width", "units", *QUALITY]
 COLUMNS = ["run", "exp_name", "run_id", "family", "model", "dataset", "direction", "synthetic",
-           "size", "base", "base_order", "pruning", "scheme", "pattern", "seed", "config_key",
-           "bleu_ref", *NUMERIC, "path"]
+           "size", "base", "base_order", "pruning", "scheme", "pattern", "criterion", "masks", "init",
+           "mask_source", "seed", "config_key", "bleu_ref", *NUMERIC, "path"]
 
 
 @dataclass
@@ -132,6 +133,15 @@ def _bleu_ref(direction: str) -> str:
     return {"de-en": "bleu_de_en", "en-de": "bleu_en_de"}.get(direction, "")
 
 
+def init_of(s: dict) -> str:
+    """Where a run's weights came from: "fresh", "trained" or "rewind step K" (train/start.py);
+    summaries from before issue 18 say it with init_from alone ("scratch" or a checkpoint)."""
+    init = s.get("init")
+    if init is None:
+        return "fresh" if s.get("init_from") in (None, "scratch") else "trained"
+    return f"rewind step {s.get('rewind_step')}" if init == "rewind" else str(init)
+
+
 def config_key(text: str | None) -> str:
     """Fingerprint of a composed config (Hydra's .hydra/config.yaml) without NOT_IDENTITY keys.
 
@@ -203,6 +213,12 @@ def normalise(s: dict, rel: str, path: str, config_text: str | None = None) -> d
         scheme="none" if dense else str(s.get("scheme") or "uniform"),
         # issue 11: N:M pruning; older summaries have no pattern and were unstructured
         pattern="none" if dense else str(s.get("pattern") or "unstructured"),
+        # issue 18: the controls. criterion: how the masks were chosen (a fixed-mask run: its
+        # source's); masks: "own" (pruned by the run) or "fixed" (a finished run's final masks,
+        # the source in mask_source, EXP/RUN_ID); init: fresh | trained | rewind step K.
+        criterion="none" if dense else str(s.get("criterion") or "magnitude"),
+        masks="none" if dense else ("fixed" if s.get("mask_from") else "own"),
+        init=init_of(s), mask_source=str(s.get("mask_source") or ""),
         seed=s.get("seed"), bleu_ref=_bleu_ref(direction), path=path,
         # without Hydra's record of the config, the model's own config tells runs apart
         config_key=config_key(s.get("model_config") if config_text is None else config_text),

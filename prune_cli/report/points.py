@@ -3,8 +3,11 @@
 `prune-run -m ... seed=0,1,2` makes one run folder per seed. A *point* is what those runs share:
 everything a run computes except its seed. Runs are grouped on KEYS: family, model, dataset,
 translation direction, synthetic, base model (width / size / hidden / units), target sparsity,
-N:M pattern, pruning, scheme, and the fingerprint of the run's composed config without its seed
-and identity-free keys (collect.config_key). So two runs that differ in anything but the seed (a
+N:M pattern, pruning, scheme, the controls of issue 18 (criterion, own or fixed masks, init:
+fresh / trained / rewind step K), and the fingerprint of the run's composed config without its
+seed and identity-free keys (collect.config_key). A fixed-mask run's source differs per seed
+(its seed's magnitude run), so it is not a key: the point lists its runs' sources in
+`mask_sources`. So two runs that differ in anything but the seed (a
 learning rate, a step count) are two points even where every column a table shows agrees; such
 points get a `variant` naming the config keys that tell them apart.
 
@@ -32,14 +35,14 @@ import pandas as pd
 from .collect import NOT_IDENTITY, QUALITY
 
 KEYS = ["family", "model", "dataset", "direction", "synthetic", "base", "skey", "pattern",
-        "pruning", "scheme", "config_key"]
+        "pruning", "scheme", "criterion", "masks", "init", "config_key"]
 MEANS = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
          "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "base_order",
          "wall_time_s", "steps", *QUALITY]
 STDS = ["params_nnz", "model_size_mb", *QUALITY]
 FIRST = ["bleu_ref", "size", "width", "hidden", "units"]
 ORDER = ["family", "dataset", "synthetic", "direction", "base_order", "base", "target_sparsity",
-         "pattern", "pruning", "scheme", "variant"]
+         "pattern", "pruning", "scheme", "criterion", "masks", "init", "variant"]
 NA_ONE_SEED = "n/a (1 seed)"
 
 
@@ -55,7 +58,7 @@ def group(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(points, runs): one row per point with n_seeds, means (plain metric names), `<col>_std`,
     `<metric>_n` (seeds that measured it), seeds, runs, duplicates, variant; and the runs with
     their `point_id` and `duplicate_of` (empty for the run that is counted)."""
-    cols = [*KEYS, "point_id", "n_seeds", "seeds", "runs", "duplicates", "variant", *MEANS,
+    cols = [*KEYS, "point_id", "n_seeds", "seeds", "runs", "mask_sources", "duplicates", "variant", *MEANS,
             *[f"{c}_std" for c in STDS], *[f"{m}_n" for m in QUALITY], *FIRST]
     if runs.empty:
         return pd.DataFrame(columns=cols), runs.assign(point_id="", duplicate_of="")
@@ -75,6 +78,7 @@ def group(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     out["n_seeds"] = g.size()
     out["seeds"] = g["seed_key"].agg(lambda s: ";".join(sorted(s, key=_seed_order)))
     out["runs"] = g["run"].agg(lambda s: ";".join(sorted(s)))
+    out["mask_sources"] = g["mask_source"].agg(lambda s: ";".join(sorted(x for x in s if x)))
     out = out.join(g[["point_id", *FIRST]].first())
     dup = dups.groupby("point_id")["run"].agg(lambda s: ";".join(sorted(s))).to_dict()
     out = out.reset_index()
@@ -145,7 +149,7 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
     quality metric and for NNZ and model size (std empty for a single seed), then the runs."""
     ident = ["point_id", "family", "model", "dataset", "direction", "synthetic", "size", "width",
              "hidden", "units", "base", "target_sparsity", "pattern", "pruning", "scheme",
-             "variant", "config_key", "n_seeds", "seeds"]
+             "criterion", "masks", "init", "variant", "config_key", "n_seeds", "seeds"]
     out = points[ident].copy()
     for c in [*QUALITY, "params_nnz", "model_size_mb"]:
         out[f"{c}_mean"] = points[c]
@@ -154,8 +158,19 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
               "wall_time_s"):
         out[f"{c}_mean"] = points[c]
     out["runs"] = points["runs"]
+    out["mask_sources"] = points["mask_sources"]
     out["duplicates"] = points["duplicates"]
     return out
+
+
+def control(p) -> str:
+    """A sparse point's control (issue 18) in words, "" for one pruned the paper's way (its own
+    magnitude masks, from scratch or from a trained model): "random", "fixed masks, fresh init",
+    "fixed masks, rewind step 50", "fixed masks, trained init"."""
+    if p["masks"] == "fixed":
+        init = str(p["init"])
+        return "fixed masks, " + (init if init.startswith("rewind") else f"{init} init")
+    return "random" if p["criterion"] == "random" else ""
 
 
 # ---------------------------------------------------------------- the noise rule

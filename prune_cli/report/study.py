@@ -38,7 +38,7 @@ def _base(p: dict) -> str:
 
 def study_table(exp_dir: Path) -> str:
     from .collect import collect
-    from .points import group
+    from .points import control, group
 
     exp_dir = Path(exp_dir)
     pts, _ = group(collect(exp_dir.parent.parent, exp_dir.name).runs)
@@ -48,6 +48,8 @@ def study_table(exp_dir: Path) -> str:
         sparsity = f"{100 * p['target_sparsity']:g}%"
         if p["pattern"] not in ("none", "unstructured"):
             sparsity += f" ({p['pattern']})"
+        if control(p):
+            model += f" ({control(p)})"
         if p["variant"]:
             model += f" [{p['variant']}]"
         rows.append((p["params_nnz"], [model, _base(p), sparsity, f"{p['params_nnz']:,.0f}",

@@ -25,6 +25,7 @@ class DivergedError(Exception):
 @dataclass
 class LoopState:
     step: int = 0
+    first_step: int = 0  # where a fresh run starts: 0, or K for a run rewound to step K (train/start.py)
     loss_sum: float = 0.0  # train loss since the last metrics row (kept across resume: exact rows)
     loss_count: int = 0
     elapsed: float = 0.0  # training seconds, summed over resumes
@@ -45,6 +46,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
     params = [p for p in model.parameters() if p.requires_grad]
     # Plain ints for the per-step checks: no config-node lookups on the hot path.
     eval_every, log_every, checkpoint_every = t.eval_every or spe, t.log_every, t.checkpoint_every
+    keep_steps = frozenset(t.get("keep_steps") or ())
     device = next(model.parameters()).device
     forward = distributed.wrap(model, parallel)  # evaluation and checkpoints use the bare model
     if t.get("compile", False):
@@ -63,6 +65,13 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
 
     running = torch.zeros((), device=device)
 
+    def state_now():
+        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
+                "task": ranks[0]["task"], "rng": ranks[0]["rng"], "loop": state.__dict__,
+                "config": cfg_container(cfg),
+                **({"world_size": parallel.world_size, "ranks": ranks} if parallel.enabled else {})}
+
     def save():
         state.loss_sum += float(parallel.mean(running))  # unflushed losses travel with the checkpoint
         running.zero_()
@@ -70,17 +79,23 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
             raise DivergedError(f"training loss is {state.loss_sum / max(1, state.loss_count)} at step {state.step}")
         if scaler is not None:
             state.extra["scaler"] = scaler.state_dict()
-        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
+        snapshot = state_now()
         if folder.writes:
-            ckpt.save(folder.checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
-                "task": ranks[0]["task"], "rng": ranks[0]["rng"], "loop": state.__dict__,
-                "config": cfg_container(cfg),
-                **({"world_size": parallel.world_size, "ranks": ranks} if parallel.enabled else {}),
-            })
+            ckpt.save(folder.checkpoint, snapshot)
 
-    if state.step == 0 and pruner.step(0):
-        record_masks(0)
+    def keep():
+        # trainer.keep_steps: this step's state under a name of its own, for rewinding to it. It is
+        # never resumed from, so the unflushed losses stay where they are (the numbers of a run do
+        # not depend on the steps it keeps).
+        snapshot = state_now()
+        if folder.writes:
+            ckpt.save(folder.kept_checkpoint(state.step), {**snapshot, "kept_step": state.step})
+
+    if state.step == state.first_step:  # a fresh run (a resumed one has trained past its first step)
+        if pruner.step(state.step):
+            record_masks(state.step)
+        if state.step in keep_steps:
+            keep()
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not t.progress, dynamic_ncols=True,
                desc=f"{cfg.model.name}", unit="step", mininterval=1.0)
@@ -134,6 +149,8 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
                 folder.log_metrics(step, step / spe, eval_split, metrics)
                 log(f"step {step} epoch {step / spe:.2f} {eval_split} "
                     + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            if step in keep_steps:
+                keep()
             if step % checkpoint_every == 0 or end_of_epoch or step == total_steps:
                 state.elapsed = time.perf_counter() - started
                 save()

@@ -33,6 +33,10 @@ class RunFolder:
         self.summary = self.path / "summary.json"
         self.log = self.path / "run.log"
 
+    def kept_checkpoint(self, step: int) -> Path:
+        """The state at ``step`` kept by trainer.keep_steps, for rewinding (train/start.py)."""
+        return self.path / f"checkpoint_step{int(step)}.pt"
+
     @property
     def finished(self) -> bool:
         return self.summary.is_file()

@@ -21,6 +21,7 @@ from prune_cli.config import effective_sparsity
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import distributed
+from prune_cli.train import start as starts
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
 from prune_cli.train.optim import build_optimizer, recipe
 from prune_cli.train.results import RunFolder
@@ -32,7 +33,9 @@ log = logging.getLogger("prune_cli")
 # data.task follows from data.name (it is there for validation), so checkpoints written before
 # it existed still resume.
 VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
-            "data.download", "data.cache_dir", "data.task")
+            "data.download", "data.cache_dir", "data.task", "trainer.keep_steps")
+# Keys added after checkpoints were written: at their default they mean what their absence did.
+ADDED = {"pruning.criterion": "magnitude", "pruning.mask_from": None, "pruning.rewind_step": None}
 
 
 class RunError(Exception):
@@ -50,6 +53,10 @@ def comparable(container: dict) -> dict:
     container = json.loads(json.dumps(container))
     for key in VOLATILE:
         _drop(container, key)
+    for key, default in ADDED.items():
+        group, name = key.split(".")
+        if container.get(group, {}).get(name, default) == default:
+            _drop(container, key)
     return container
 
 
@@ -71,33 +78,6 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except Exception:
         return "unknown"
-
-
-def find_dense_run(cfg, seed: int):
-    """init_from=auto: the finished dense run of the same model and data (and translation
-    direction), same seed preferred."""
-    want_model = json.dumps(cfg_container(cfg.model), sort_keys=True)
-    found = []
-    for summary in sorted(Path(cfg.results_dir, "runs").glob("*/*/summary.json")):
-        try:
-            rec = json.loads(summary.read_text())
-        except (OSError, ValueError):
-            continue
-        ckpt_path = summary.parent / "checkpoint.pt"
-        if (rec.get("target_sparsity") == 0 and rec.get("model_config") == want_model
-                and rec.get("dataset") == cfg.data.name and rec.get("direction") == cfg.data.get("direction")
-                and ckpt_path.is_file()):
-            found.append((rec.get("seed") != seed, str(ckpt_path)))
-    return min(found)[1] if found else None
-
-
-def load_init(model, path: str):
-    state = ckpt.load(Path(path))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise RunError(f"init_from={path} does not fit this model ({str(e).splitlines()[0][:100]}); "
-                       "give a checkpoint of the same model and size") from None
 
 
 def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bool,
@@ -181,7 +161,7 @@ def run(cfg) -> None:
     parallel = distributed.setup(resolve_device(cfg.device))
     try:
         _run(cfg, RunFolder(run_dir, writes=parallel.is_main), run_id, hydra_cfg, parallel)
-    except (RunError, ckpt.CheckpointError, datasets.DataError) as e:
+    except (RunError, starts.StartError, ckpt.CheckpointError, datasets.DataError) as e:
         if parallel.is_main:
             print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -223,28 +203,25 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
                        f"{parallel.world_size}: resume with the same number of processes (each rank's RNG and "
                        "data state is in it), or move the folder away")
     mine = state["ranks"][parallel.rank] if state is not None and parallel.enabled else state
-    init_from = "scratch"
-    if state is not None:  # a resumed run keeps the start (and so the recipe) it began with
-        init_from = state.get("loop", {}).get("extra", {}).get("init_from", "scratch")
-    elif float(cfg.sparsity) > 0 and str(cfg.init_from) == "auto":
-        init_from = find_dense_run(cfg, cfg.seed) or "scratch"
-    elif str(cfg.init_from) not in ("auto", "none"):
-        init_from = str(Path(cfg.init_from).expanduser())
-    if state is None and init_from != "scratch":
-        load_init(model, init_from)
+    start = starts.decide(cfg, state)  # where the weights and masks come from (train/start.py)
+    if state is None:
+        start.load_weights(model, lambda: models.build(cfg.model, data.meta), cfg.seed)
+    init_from = start.init_from
 
     # Sections 4.1 and 4.3: pruning a trained model has a recipe of its own (train/optim.recipe).
-    from_trained = init_from != "scratch" and float(cfg.sparsity) > 0
-    optim_cfg, planned = recipe(cfg, from_trained, spe)
+    optim_cfg, planned = recipe(cfg, start.from_trained, spe)
     total = planned if cfg.trainer.max_steps is None else min(planned, cfg.trainer.max_steps)
-    schedule = build_schedule(cfg, spe, total, from_trained=init_from != "scratch", planned=planned)
+    start.check_within(total)
+    schedule = (start.schedule(float(cfg.sparsity))
+                or build_schedule(cfg, spe, total, from_trained=init_from != "scratch", planned=planned))
     optimizer = build_optimizer(optim_cfg, model.parameters())
     try:
         pruner = Pruner(model, schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer,
-                        pattern=cfg.pruning.get("pattern", "unstructured"))
+                        pattern=cfg.pruning.get("pattern", "unstructured"),
+                        criterion=cfg.pruning.get("criterion", "magnitude"), seed=cfg.seed, fixed=start.masks)
     except ValueError as e:
         raise RunError(str(e)) from None
-    loop = LoopState()
+    loop = LoopState(step=start.first_step, first_step=start.first_step)
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -268,7 +245,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
     say = log.info
     try:
         say(("resume" if state else "start") + f" {folder.path} at step {loop.step}/{total} on {device}; "
-            f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}"
+            f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {start}"
             + (f"; {parallel.world_size} ranks" if parallel.enabled else "")
             + "".join(f"; {k} {cfg.trainer[k]}" for k in ("precision", "compile") if cfg.trainer.get(k) not in (None, "fp32", False)))
         if pruner.dense:
@@ -278,6 +255,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         splits = list(data.eval_splits)
         eval_split = next((s for s in splits if s != "test"), None)
         loop.extra["init_from"] = init_from
+        loop.extra["start"] = start.record()
         loop.extra["lr"] = float(optim_cfg.lr)
         try:
             loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg,
@@ -295,7 +273,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
             say(f"final {split} " + " ".join(f"{k} {v:.4g}" for k, v in final[split].items()))
         record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task)
         record.update(world_size=parallel.world_size, precision=cfg.trainer.get("precision", "fp32"),
-                      compile=bool(cfg.trainer.get("compile", False)))
+                      compile=bool(cfg.trainer.get("compile", False)), **start.summary())
         folder.write_summary(record)
         say(f"finished {folder.path} in {loop.elapsed:.1f} s")
         parallel.barrier()  # the other ranks end once rank 0 has written summary.json
