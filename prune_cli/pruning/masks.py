@@ -371,12 +371,19 @@ class Pruner:
             if targets[n] > self.targets[n] or (targets[n] > 0 and n not in self.masks):
                 self._set_mask(n, self._keep(p, targets[n], self.masks.get(n)), targets[n])
 
-    def _keep(self, p: torch.Tensor, target: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def kept(self, numel: int, target: float) -> int:
+        """Weights a selected tensor of ``numel`` elements keeps at ``target`` (reads no weight:
+        compute.py plans a run's per-step cost with it)."""
         if self.nm is None:
-            return topk_mask(p, keep_count(p.numel(), target), mask)
+            return keep_count(numel, target)
         n, m = self.nm
         # Never below n of every m, whatever the float rounding of the target.
-        return nm_topk_mask(p, max(keep_count(p.numel(), target), p.numel() // m * n), n, m, mask)
+        return max(keep_count(numel, target), numel // m * n)
+
+    def _keep(self, p: torch.Tensor, target: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.nm is None:
+            return topk_mask(p, self.kept(p.numel(), target), mask)
+        return nm_topk_mask(p, self.kept(p.numel(), target), *self.nm, mask)
 
     def _set_mask(self, name: str, keep: torch.Tensor, target: float) -> None:
         self.targets[name] = target
