@@ -373,7 +373,7 @@ class Pruner:
 
     def kept(self, numel: int, target: float) -> int:
         """Weights a selected tensor of ``numel`` elements keeps at ``target`` (reads no weight:
-        compute.py plans a run's per-step cost with it)."""
+        train/budget.py plans a run's per-step MACs with it before the run exists)."""
         if self.nm is None:
             return keep_count(numel, target)
         n, m = self.nm

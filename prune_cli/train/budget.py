@@ -148,7 +148,8 @@ def plan(cfg, meta: dict, own_total: int, steps_per_epoch: int, own_costs) -> Bu
     from prune_cli.train.run import build_schedule
 
     if own_costs is None:
-        raise ConfigError(f"budget.match: this model's MACs cannot be counted, so no step count matches a budget")
+        raise ConfigError("budget.match: this model's MACs cannot be counted (see docs/compute.md), so no step "
+                          "count can match a budget")
     partner = partner_config(cfg)
     with open_dict(partner):
         partner.sparsity = effective_sparsity(partner)

@@ -25,7 +25,6 @@ on the ``meta`` device from the run's config: no weights, no memory, no random n
 """
 import csv
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -36,8 +35,6 @@ from prune_cli.pruning.compute import ForwardCost, forward_cost, steps_macs
 
 UNITS = {"classification": "image", "language_model": "token", "translation": "sentence pair"}
 EXAMPLES = 2  # units in the example batch (batch norm in training mode needs 2 values per channel)
-
-log = logging.getLogger("prune_cli")
 
 
 class CostError(Exception):
