@@ -219,3 +219,31 @@ def test_counting_uses_no_random_numbers_and_keeps_the_mode():
     before = torch.get_rng_state()
     c = costs.run_costs(cfg, {"image_size": 32, "num_classes": 10})
     assert torch.equal(before, torch.get_rng_state()) and math.isfinite(c.infer.dense)
+
+
+def test_a_model_that_cannot_be_counted_says_why_and_nothing_else(monkeypatch):
+    from prune_cli import models
+
+    class NeedsNumbers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(x) * float(x.sum())   # reads a value: impossible on the meta device
+
+    monkeypatch.setitem(models._BUILDERS, "needs_numbers", lambda cfg, meta: NeedsNumbers())
+    cfg = OmegaConf.create({"model": {"name": "needs_numbers", "task": "classification"}, "data": {"batch_size": 1}})
+    counted, why = costs.counted(cfg, {"image_size": 3})
+    assert counted is None and why.startswith("RuntimeError in a meta-device forward of needs_numbers: ")
+    cfg = OmegaConf.create({"model": {"name": "needs_numbers", "task": "translation"}, "data": {"batch_size": 1}})
+    meta = {"mean_lengths": {"train": [3.0, 4.0], "valid": [2.0, 3.0]}}
+    assert costs.counted(cfg, meta) == (None, "translation model needs_numbers has no mac_uses(src_len, tgt_len) rule")
+    assert costs.infer_split(meta) == "valid" and costs.infer_split({"mean_lengths": {"test": [1, 2]}}) == "test"
+
+
+def test_translation_unit_is_the_mean_pair_as_the_model_sees_it():
+    from prune_cli.data.translation import Pairs, mean_lengths
+
+    pairs = Pairs.from_lists([[5, 6, 7], [], [8]], [[9], [10, 11], [12, 13, 14, 15]])
+    assert mean_lengths(pairs) == [(3 + 1 + 1) / 3, (1 + 2 + 4) / 3 + 1]   # an empty source is one eos

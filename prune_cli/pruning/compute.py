@@ -79,17 +79,18 @@ def forward_cost(model: nn.Module, *example, examples: float = 1, unit: str = "e
         for p in params:
             uses[names[id(p)]] = uses.get(names[id(p)], 0.0) + float(times)
 
-    def hook(module, args, out):
-        x = args[0]
-        if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+    def hook(module, args, out):  # counted from the output: inputs may come as keywords
+        if isinstance(module, nn.modules.conv._ConvNd):
             add([module.weight], out.numel() / module.out_channels)   # once per output position
         elif isinstance(module, nn.Linear):
-            add([module.weight], x.numel() / module.in_features)      # once per row
-        elif isinstance(module, nn.RNNBase):
-            steps = x.data.shape[0] if isinstance(x, PackedSequence) else x.shape[:-1].numel()
+            add([module.weight], out.numel() / module.out_features)   # once per row
+        elif isinstance(module, nn.RNNBase):                           # once per time step
+            y = out[0]
+            steps = y.data.shape[0] if isinstance(y, PackedSequence) else y.shape[:-1].numel()
             add([p for n, p in module.named_parameters(recurse=False) if n.startswith("weight_")], steps)
         elif isinstance(module, nn.RNNCellBase):
-            add([module.weight_ih, module.weight_hh], x.shape[0] if x.dim() == 2 else 1)
+            h = out[0] if isinstance(out, tuple) else out
+            add([module.weight_ih, module.weight_hh], h.shape[0] if h.dim() == 2 else 1)
 
     handles, uncounted = [], []
     for name, module in model.named_modules():

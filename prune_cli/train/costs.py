@@ -86,7 +86,12 @@ def run_costs(cfg, meta: dict, model: torch.nn.Module = None) -> RunCosts:
     task = cfg.model.get("task")
     if task not in UNITS:
         raise CostError(f"model.task={task} has no MAC unit (known: {', '.join(UNITS)})")
-    model = meta_model(cfg, meta) if model is None else model
+    if model is None:
+        try:
+            model = meta_model(cfg, meta)
+        except Exception as e:  # a user's builder that cannot build on the meta device
+            raise CostError(f"{type(e).__name__} building {cfg.model.name} on the meta device: "
+                            f"{(str(e).splitlines() or [''])[0][:120]}") from None
     lengths = None
     if task == "translation":
         lengths = {"train": list(_lengths(meta, "train")), "infer": list(_lengths(meta, infer_split(meta)))}
