@@ -213,6 +213,25 @@ class GNMT(nn.Module):
             below, _ = self._upper(j, below, context, hc)
         return self.softmax(below)
 
+    def mac_uses(self, src_len: float, tgt_len: float):
+        """MACs of the teacher-forced forward of one sentence pair with ``src_len`` source tokens
+        and ``tgt_len`` target positions (prune_cli.pruning.compute's rule for models whose
+        forward calls weights functionally): (multiplications per element of each weight, MACs
+        on activations). Per source token: every encoder LSTM matrix and the attention's memory
+        projection; per target position: decoder layer 1 (the stepped cell), the upper decoder
+        LSTMs, the query projection and the softmax; per (target position, source position):
+        the score v . tanh(...) (k, on v) and the context sum (k, on the memory). Embedding
+        lookups, biases, tanh, softmax and v's normalisation (once a batch) are left out."""
+        s, t = float(src_len), float(tgt_len)
+        uses = {}
+        for name, _ in self.named_parameters():
+            if name.startswith("enc_") and ".weight_" in name or name == "attention.memory.weight":
+                uses[name] = s
+            elif name.startswith("dec_") and ".weight_" in name or name in ("attention.query.weight", "softmax.weight"):
+                uses[name] = t
+        uses["attention.v"] = s * t
+        return uses, s * t * self.units
+
     def decode_step(self, tokens: torch.Tensor, state: State, enc: Encoded) -> Tuple[torch.Tensor, State]:
         """One decoder step for every row: tokens [N] (the previous target) -> (logits [N, V], state)."""
         h, c, context = self._attend_step(self._embed_gates(tokens), state[2], state[0], state[1],

@@ -12,7 +12,7 @@ from prune_cli import models
 from prune_cli.pruning import CRITERIA, SCHEMES, parse_pattern, pattern_sparsity
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install; see conf_dir()
-GROUPS = ("model", "data", "pruning", "optim", "trainer", "experiment", "point", "control")
+GROUPS = ("model", "data", "pruning", "optim", "trainer", "budget", "experiment", "point", "control")
 
 
 class ConfigError(Exception):
@@ -312,3 +312,6 @@ def validate(cfg: DictConfig) -> None:
     except Exception as e:  # an interpolation that cannot resolve (e.g. a key the family lacks)
         raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
     _check_controls(cfg, sparsity)
+    from prune_cli.train import budget  # budget=equal_compute: its partner is checked like a run
+
+    budget.check(cfg)

@@ -169,17 +169,29 @@ def test_config_key_agrees_with_a_full_parse(a, b):
 
 
 # ---------------------------------------------------------------- the verdict rule
-def test_verdict_rule_each_branch():
-    se = math.sqrt(3.0 ** 2 / 3 + 4.0 ** 2 / 4)            # sqrt(3 + 4)
-    assert compare(2 * se + 1e-9, 3.0, 3, 4.0, 4) == (pytest.approx(se, abs=1e-15), "wins")
-    assert compare(-2 * se - 1e-9, 3.0, 3, 4.0, 4) == (pytest.approx(se, abs=1e-15), "loses")
-    assert compare(2 * se, 3.0, 3, 4.0, 4)[1] == "within noise"      # exactly 2 SE: not beyond
-    assert compare(-1.0, 3.0, 3, 4.0, 4)[1] == "within noise"
+def test_verdict_rule_is_welchs_t_test_against_closed_forms():
+    """Welch's t with 1 and 2 degrees of freedom has closed-form p-values: two seeds a side with
+    equal stds give df = 2, p = 1 - t / sqrt(t^2 + 2); two seeds against two identical ones
+    give df = 1 (Cauchy), p = 1 - (2 / pi) atan(|t|)."""
+    se, p, v = compare(3.0, 1.0, 2, 1.0, 2)                  # SE = sqrt(1/2 + 1/2) = 1, t = 3
+    assert se == 1.0 and p == pytest.approx(1 - 3 / math.sqrt(11), rel=1e-9) and v == "within noise"   # p = 0.095
+    se, p, v = compare(5.0, 1.0, 2, 1.0, 2)                  # t = 5: p = 0.038
+    assert p == pytest.approx(1 - 5 / math.sqrt(27), rel=1e-9) and v == "wins"
+    assert compare(-5.0, 1.0, 2, 1.0, 2)[1:] == (pytest.approx(1 - 5 / math.sqrt(27), rel=1e-9), "loses")
+    t = 10.0 / math.sqrt(0.5)
+    se, p, v = compare(10.0, 0.0, 2, 1.0, 2)                 # df = 1
+    assert p == pytest.approx(1 - 2 / math.pi * math.atan(t), rel=1e-9) and v == "wins"   # p = 0.045
+    se, p, v = compare(8.0, 0.0, 2, 1.0, 2)                  # p = 0.056
+    assert p == pytest.approx(1 - 2 / math.pi * math.atan(8.0 / math.sqrt(0.5)), rel=1e-9) and v == "within noise"
+    # "> 2 SE" called 2.1 SE a win; with 3 seeds against 2 identical ones (df = 2) p = 0.17
+    se, p, v = compare(2.1 * math.sqrt(3.0), 3.0, 3, 0.0, 2)
+    assert p == pytest.approx(1 - 2.1 / math.sqrt(2.1 ** 2 + 2), rel=1e-9) and v == "within noise"
     for n_a, n_b in ((1, 3), (3, 1), (1, 1)):
-        se1, v = compare(100.0, float("nan") if n_a == 1 else 3.0, n_a, 4.0, n_b)
-        assert math.isnan(se1) and v == NA_ONE_SEED == "n/a (1 seed)"
-    assert compare(float("nan"), 3.0, 3, 4.0, 4)[1] == ""
-    assert compare(0.5, 0.0, 2, 0.0, 2) == (0.0, "wins")   # identical seeds: no noise at all
+        se1, p1, v = compare(100.0, float("nan") if n_a == 1 else 3.0, n_a, 4.0, n_b)
+        assert math.isnan(se1) and math.isnan(p1) and v == NA_ONE_SEED == "n/a (1 seed)"
+    assert compare(float("nan"), 3.0, 3, 4.0, 4)[2] == ""
+    assert compare(0.5, 0.0, 2, 0.0, 2) == (0.0, 0.0, "wins")   # identical seeds: no noise at all
+    assert compare(0.0, 0.0, 2, 0.0, 2) == (0.0, 1.0, "within noise")
 
 
 # ---------------------------------------------------------------- the report, mixed seeds
@@ -205,18 +217,18 @@ def test_report_pairing_verdicts(mixed):
     r = one(t, sparsity=0.9)        # 410 - 305 = 105 > 2 sqrt(10^2/3 + 5^2/3)
     assert (r["dense by NNZ"], r["sparse advantage by NNZ"]) == ("hidden=48", 105.0)
     assert r["SE by NNZ"] == pytest.approx(math.sqrt(125 / 3), abs=1e-12)
-    assert r["verdict by NNZ"] == "wins" and (r["sparse n"], r["dense by NNZ: n"]) == (3, 3)
+    assert r["p by NNZ"] < 0.001 and r["verdict at equal steps"] == "wins" and (r["sparse n"], r["dense by NNZ: n"]) == (3, 3)
     r = one(t, sparsity=0.8)        # dense h96 has one seed: no SE
     assert (r["dense by NNZ"], r["sparse advantage by NNZ"]) == ("hidden=96", 40.0)
-    assert math.isnan(r["SE by NNZ"]) and r["verdict by NNZ"] == NA_ONE_SEED
+    assert math.isnan(r["SE by NNZ"]) and r["verdict at equal steps"] == NA_ONE_SEED
     r = one(t, sparsity=0.55)       # 320 - 315 = 5 < 2 sqrt(800/2 + 50/2)
     assert (r["dense by NNZ"], r["sparse advantage by NNZ"]) == ("hidden=192", 5.0)
     assert r["SE by NNZ"] == pytest.approx(math.sqrt(425), abs=1e-12)
-    assert r["verdict by NNZ"] == "within noise"
+    assert r["verdict at equal steps"] == "within noise"
     r = one(t, sparsity=0.97)       # 410 - 601 = -191, far beyond the noise
-    assert (r["sparse advantage by NNZ"], r["verdict by NNZ"]) == (-191.0, "loses")
+    assert (r["sparse advantage by NNZ"], r["verdict at equal steps"]) == (-191.0, "loses")
     md = (rep["out_dir"] / "tables" / "pairing.md").read_text()
-    assert "| +105.00 | 6.45 | wins |" in md and "| +40.00 | n/a (1 seed) | n/a (1 seed) |" in md
+    assert "| +105.00 | <0.001 | wins |" in md and "| +40.00 | n/a (1 seed) | n/a (1 seed) |" in md
     assert "| hidden=96 (2M, 380.00 (n=1)) |" in md
     page = (rep["out_dir"] / "index.md").read_text()
     assert "wins 1, loses 1, within noise 1, n/a (1 seed) 1" in page
@@ -292,7 +304,7 @@ def test_table4_and_figure5_per_direction(tmp_path):
     assert "| wmt16 | de-en | 1024 | gradual, uniform | 90% | 23M | 23M | 28.00 ± 0.30 (n=10) | 28.81 | -0.81 |" in md
     p = one(rep["tables"]["pairing"].csv, direction="de-en")   # never across directions
     assert (p["dense by NNZ"], p["sparse advantage by NNZ"]) == ("512", pytest.approx(28.0 - 28.6))
-    assert p["verdict by NNZ"] == "loses"
+    assert p["verdict at equal steps"] == "loses"
     figs = rep["out_dir"] / "figures"
     for n in ("quality_vs_nnz_gnmt_wmt16_de-en", "quality_vs_nnz_gnmt_wmt16_en-de",
               "quality_vs_nnz_gnmt_multi30k_de-en"):

@@ -258,6 +258,15 @@ class TranslationBatches:
 
 
 # ----------------------------------------------------------------------------- bundle
+def mean_lengths(pairs: Pairs) -> List[float]:
+    """[source tokens, target positions] of an average pair, as the model sees it: a source of
+    at least one token (make_batch), the target plus eos (tgt_out's positions). The unit of a
+    translation model's MACs (prune_cli/train/costs.py)."""
+    if not len(pairs):
+        return [0.0, 0.0]
+    return [float(pairs.src.lens.clamp(min=1).double().mean()), float(pairs.tgt.lens.double().mean()) + 1.0]
+
+
 def make_bundle(train: Pairs, evals: Dict[str, Pairs], cfg, seed: int, meta: Dict,
                 too_long: str = "drop") -> DataBundle:
     """DataBundle from prepared pairs; ``meta`` gets the ids and sizes every dataset shares.
@@ -278,7 +287,8 @@ def make_bundle(train: Pairs, evals: Dict[str, Pairs], cfg, seed: int, meta: Dic
                 max_decode_len=positive_int(cfg, "max_decode_len", 2 * max_len, DataError),
                 train_pairs=len(train), train_empty=dropped["empty"],
                 train_too_long=dropped["too_long"], too_long=too_long,
-                eval_pairs={s: len(p) for s, p in evals.items()})
+                eval_pairs={s: len(p) for s, p in evals.items()},
+                mean_lengths={s: mean_lengths(p) for s, p in {"train": train, **evals}.items()})
     if dropped["empty"] or dropped["too_long"]:
         log.info("%s: %d training pairs; %d empty left out, %d longer than %d %s",
                  meta.get("dataset"), len(train), dropped["empty"], dropped["too_long"], max_len,

@@ -439,15 +439,23 @@ class Pruner:
             if targets[n] > self.targets[n] or (targets[n] > 0 and n not in self.masks):
                 self._set_mask(n, self._keep(p, targets[n], self.masks.get(n)), targets[n])
 
-    def _keep(self, p: torch.Tensor, target: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.generator is None and self.nm is None:
-            return topk_mask(p, keep_count(p.numel(), target), mask)
-        keys = magnitude_keys(p, mask) if self.generator is None else random_keys(p.numel(), self.generator, p.device, mask)
+    def kept(self, numel: int, target: float) -> int:
+        """Weights a selected tensor of ``numel`` elements keeps at ``target`` (reads no weight:
+        train/budget.py plans a run's per-step MACs with it before the run exists)."""
         if self.nm is None:
-            return _topk_of_keys(keys, keep_count(p.numel(), target)).view(p.shape)
+            return keep_count(numel, target)
         n, m = self.nm
         # Never below n of every m, whatever the float rounding of the target.
-        return nm_topk_of_keys(keys, p.shape, max(keep_count(p.numel(), target), p.numel() // m * n), n, m)
+        return max(keep_count(numel, target), numel // m * n)
+
+    def _keep(self, p: torch.Tensor, target: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        k = self.kept(p.numel(), target)
+        if self.generator is None and self.nm is None:
+            return topk_mask(p, k, mask)
+        keys = magnitude_keys(p, mask) if self.generator is None else random_keys(p.numel(), self.generator, p.device, mask)
+        if self.nm is None:
+            return _topk_of_keys(keys, k).view(p.shape)
+        return nm_topk_of_keys(keys, p.shape, k, *self.nm)
 
     def _set_mask(self, name: str, keep: torch.Tensor, target: float) -> None:
         self.targets[name] = target

@@ -98,7 +98,7 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
         written.append(out_dir / f"{name}.csv")
 
     fig_dir = out_dir / "figures"
-    figs = figures.quality_vs_nnz(configs, paper, fig_dir)
+    figs = figures.quality_vs_nnz(configs, paper, fig_dir) + figures.quality_vs_macs(configs, fig_dir)
     figs.append(figures.sparsity_function(fig_dir))
     cands = _candidates(coll, run)
     for fname, draw in (

@@ -42,12 +42,16 @@ NOT_IDENTITY = ("seed", "run_id", "results_dir", "exp_name", "experiment", "devi
                 "trainer.progress", "trainer.threads", "data.root", "data.download", "data.cache_dir",
                 "trainer.keep_steps")
 _DEEPEST = 2 * max(k.count(".") for k in NOT_IDENTITY)   # indent of the deepest such key
+# issue 17: what a run costs (train/costs.py) and, for an equal-compute run, its budget
+MACS = ["infer_macs_dense", "infer_macs", "train_macs", "train_macs_sparse_kernels", "train_macs_pipeline"]
 NUMERIC = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
            "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "steps", "epochs",
-           "wall_time_s", "lr", "hidden", "width", "units", *QUALITY]
+           "wall_time_s", "lr", "hidden", "width", "units", *QUALITY, *MACS, "budget_train_macs",
+           "budget_stretch"]
 COLUMNS = ["run", "exp_name", "run_id", "family", "model", "dataset", "direction", "synthetic",
            "size", "base", "base_order", "pruning", "scheme", "pattern", "criterion", "masks", "init",
-           "mask_source", "seed", "config_key", "bleu_ref", *NUMERIC, "path"]
+           "mask_source", "seed", "config_key", "bleu_ref", "macs_unit", "budget_match", "budget_convention",
+           "partner_key", *NUMERIC, "path"]
 
 
 @dataclass
@@ -118,6 +122,22 @@ def base_of(s: dict) -> tuple[str, float]:
     if hidden is not None:
         return f"hidden={int(hidden)}", float(hidden)
     return "default", 0.0
+
+
+def pair_key(base: str, sparsity: float, pattern: str, scheme: str) -> str:
+    """What pairs an equal-compute run with the sparse point it was given the compute of."""
+    return f"{base}|{round(float(sparsity), 9)}|{pattern}|{scheme}"
+
+
+def partner_key(s: dict) -> str:
+    """pair_key of the partner an equal-compute run was matched to ("" for other runs)."""
+    p = s.get("budget_partner")
+    if not s.get("budget_match") or not isinstance(p, dict):
+        return ""
+    dense = not p.get("target_sparsity")
+    base, _ = base_of({**p, "family": s.get("family")})
+    return pair_key(base, p.get("target_sparsity") or 0.0, "none" if dense else str(p.get("pattern") or "unstructured"),
+                    "none" if dense else str(p.get("scheme") or "uniform"))
 
 
 def direction_of(s: dict) -> str:
@@ -220,6 +240,8 @@ def normalise(s: dict, rel: str, path: str, config_text: str | None = None) -> d
         masks="none" if dense else ("fixed" if s.get("mask_from") else "own"),
         init=init_of(s), mask_source=str(s.get("mask_source") or ""),
         seed=s.get("seed"), bleu_ref=_bleu_ref(direction), path=path,
+        macs_unit=str(s.get("macs_unit") or ""), budget_match=str(s.get("budget_match") or ""),
+        budget_convention=str(s.get("budget_convention") or ""), partner_key=partner_key(s),
         # without Hydra's record of the config, the model's own config tells runs apart
         config_key=config_key(s.get("model_config") if config_text is None else config_text),
     )

@@ -114,14 +114,84 @@ def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[Fi
     return infos
 
 
+# ---------------------------------------------------------------- quality vs MACs (issue 17)
+MAC_AXES = {"infer_macs": ("inference", "inference MACs per {unit}, with the final masks (log scale)"),
+            "train_macs": ("training", "training MACs, dense kernels (log scale)")}
+
+
+def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
+    """Quality against inference MACs and against training MACs, one figure each per family,
+    dataset and direction that has MAC counts: the dense models, each pruned base model, and
+    the equal-compute twins (budget=equal_compute) as points of their own."""
+    from .tables import fmt_macs, is_twin
+
+    infos = []
+    for (fam, ds, syn, dr), grp in configs.groupby(GROUP, sort=True):
+        spec = FAMILIES.get(fam, {})
+        metric = next((m for m in metrics_for(fam, grp) if grp[m].notna().any()), None)
+        for col, (kind, xlabel) in MAC_AXES.items():
+            have = grp[grp[col].notna() & (grp[col] > 0)] if metric else grp.iloc[:0]
+            if have.empty:
+                continue
+            unit = next((u for u in have["macs_unit"] if u), "example")
+            fig = _figure(6.2, 4.2)
+            ax = fig.add_subplot(1, 1, 1)
+            twin = is_twin(have)
+            dense = have[(have["target_sparsity"] == 0) & ~twin].sort_values(col)
+            if len(dense):
+                ax.errorbar(dense[col], dense[metric], yerr=_yerr(dense[f"{metric}_std"]), marker="o",
+                            capsize=3, label="dense (growing size)")
+            for base, part in have[have["target_sparsity"] > 0].groupby("base", sort=False):
+                part = pd.concat([dense[dense["base"] == base], part.sort_values("target_sparsity")])
+                ax.errorbar(part[col], part[metric], yerr=_yerr(part[f"{metric}_std"]), marker="s",
+                            capsize=3, label=f"pruned from {base}")
+            if twin.any():
+                t = have[twin]
+                ax.errorbar(t[col], t[metric], yerr=_yerr(t[f"{metric}_std"]), marker="D", ls="none",
+                            capsize=3, label="dense at a sparse model's training MACs")
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_macs(x)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(xlabel.format(unit=unit))
+            arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+            ax.set_ylabel(f"{SHORT[metric]} ({arrow})")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+            where = f"{ds} {dr.upper()}" if dr else ds
+            label = f"{where}, SYNTHETIC DATA" if syn else where
+            fig.suptitle(f"{spec.get('title', fam)}: quality vs {kind} MACs ({label})", fontsize=10)
+            stem = f"quality_vs_{col}_{fam}_{ds}" + (f"_{dr}" if dr else "")
+            name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", stem) + ("_synthetic" if syn else "")
+            cap = (f"{SHORT[metric]} against {kind} multiply-accumulates (log x) for {spec.get('title', fam)} on "
+                   f"{label}: " + ("MACs of one forward pass per " + unit + ", a pruned tensor counting its "
+                                   "nonzeros (what sparse kernels would do)" if col == "infer_macs" else
+                                   "3 x the forward of every " + unit + " of every step on dense kernels (what "
+                                   "masked training runs); runs trained for another model's compute sit at "
+                                   "its training MACs") +
+                   "; points are means over seeds, error bars ± one sample standard deviation where there "
+                   "are 2 or more. Runs made before MACs were counted are not drawn.")
+            runs = sorted(r for x in have["runs"] for r in x.split(";"))
+            infos.append(FigureInfo(name, f"{spec.get('title', fam)}: quality vs {kind} MACs ({label})", cap,
+                                    _save(fig, out_dir, name), runs, bool(syn)))
+    return infos
+
+
 def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
-    dense = grp[grp["target_sparsity"] == 0].sort_values("params_nnz")
+    from .tables import is_twin
+
+    twin = is_twin(grp)
+    dense = grp[(grp["target_sparsity"] == 0) & ~twin].sort_values("params_nnz")
     dense = dense[dense[m].notna()]
     color = {}
     if len(dense):
         line = ax.errorbar(dense["params_nnz"], dense[m], yerr=_yerr(dense[f"{m}_std"]),
                            marker="o", capsize=3, label="dense (growing size)")
         color["dense"] = line[0].get_color()
+    twins = grp[twin & grp[m].notna()]
+    if len(twins):   # budget=equal_compute: same NNZ as a dense model, longer training
+        ax.errorbar(twins["params_nnz"], twins[m], yerr=_yerr(twins[f"{m}_std"]), marker="D", ls="none",
+                    capsize=3, label="dense at a sparse model's training MACs")
     sparse = grp[grp["target_sparsity"] > 0]
     schemes = sparse["scheme"].nunique() > 1
     for (base, pr, sch), part in sparse.groupby(["base", "pruning", "scheme"], sort=False):

@@ -86,12 +86,19 @@ def blocks_for(ctx: dict) -> list:
          "(large-sparse) side by side: model size including sparse-storage overhead, and quality."),
         ("pairing", "Large-sparse or small-dense? (the paper's question)",
          "Each sparse model paired with the dense model of another size nearest in NNZ and the "
-         "one nearest in model size (log scale). The advantage is the difference of the two "
-         "means on the primary quality, signed so that positive means the large-sparse model is "
-         "better (perplexity lower, top-1 / BLEU higher); SE = sqrt(s1²/n1 + s2²/n2) from the "
-         "sample standard deviations over seeds. Verdict: `wins` or `loses` when |advantage| > "
-         "2 SE, else `within noise`; with one seed on either side there is no SE, and the "
-         "verdict is `n/a (1 seed)` (run the study with `seed=0,1,2`)."),
+         "one nearest in model size (log scale), both trained as many steps (`verdict at equal "
+         "steps` is the NNZ pair's), and with the dense twin trained for its training MACs "
+         "(`budget=equal_compute`, Liu et al.'s Scratch-B: `verdict at equal compute`, when the "
+         "study has one; twins are never the equal-steps partner). The advantage is the "
+         "difference of the two means on the primary quality, signed so that positive means the "
+         "large-sparse model is better (perplexity lower, top-1 / BLEU higher); SE = sqrt(s1²/n1 + "
+         "s2²/n2) from the sample standard deviations over seeds (in the CSV). Verdict: Welch's "
+         "t-test at 95% (Welch-Satterthwaite degrees of freedom): `wins` or `loses` when p < 0.05, "
+         "else `within noise`; with one seed on either side there is no test, and the verdict is "
+         "`n/a (1 seed)` (run the study with `seed=0,1,2`). `inference MACs ratio` and `training "
+         "MACs ratio` are the sparse model's MACs over its NNZ partner's: inference with the "
+         "final masks (what sparse kernels would run), training on dense kernels (what masked "
+         "training runs); see docs/compute.md."),
         ("export_sizes", "Exported files vs the storage accounting",
          "For each run with an `exports.json` (written by `prune-export`): the size of each "
          "exported file (dense, bit-mask, CSR, int8 bit-mask) beside the run's own estimates: "

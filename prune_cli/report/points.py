@@ -32,15 +32,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .collect import NOT_IDENTITY, QUALITY
+from .collect import MACS, NOT_IDENTITY, QUALITY
 
 KEYS = ["family", "model", "dataset", "direction", "synthetic", "base", "skey", "pattern",
         "pruning", "scheme", "criterion", "masks", "init", "config_key"]
 MEANS = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
          "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "base_order",
-         "wall_time_s", "steps", *QUALITY]
+         "wall_time_s", "steps", *QUALITY, *MACS, "budget_train_macs", "budget_stretch"]
 STDS = ["params_nnz", "model_size_mb", *QUALITY]
-FIRST = ["bleu_ref", "size", "width", "hidden", "units"]
+FIRST = ["bleu_ref", "size", "width", "hidden", "units", "macs_unit", "budget_match", "budget_convention",
+         "partner_key"]
 ORDER = ["family", "dataset", "synthetic", "direction", "base_order", "base", "target_sparsity",
          "pattern", "pruning", "scheme", "criterion", "masks", "init", "variant"]
 NA_ONE_SEED = "n/a (1 seed)"
@@ -155,8 +156,10 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
         out[f"{c}_mean"] = points[c]
         out[f"{c}_std"] = points[f"{c}_std"]
     for c in ("achieved_sparsity", "params_total", "bytes_dense", "bytes_bitmask", "bytes_csr",
-              "wall_time_s"):
+              "wall_time_s", *MACS, "budget_train_macs", "budget_stretch"):
         out[f"{c}_mean"] = points[c]
+    for c in ("macs_unit", "budget_match", "budget_convention"):
+        out[c] = points[c]
     out["runs"] = points["runs"]
     out["mask_sources"] = points["mask_sources"]
     out["duplicates"] = points["duplicates"]
@@ -174,23 +177,35 @@ def control(p) -> str:
 
 
 # ---------------------------------------------------------------- the noise rule
-def compare(advantage: float, std_a: float, n_a: int, std_b: float, n_b: int) -> tuple[float, str]:
-    """(standard error of a difference of two means, verdict for side a).
+ALPHA = 0.05   # Welch's t-test at 95%
 
-    SE = sqrt(s_a^2 / n_a + s_b^2 / n_b) with sample stds. `advantage` is how much a beats b,
-    already signed by the metric (positive: a is better, whatever the metric's direction).
-    Verdict: "wins" / "loses" when |advantage| > 2 SE, else "within noise"; with one seed on
-    either side there is no SE: (NaN, "n/a (1 seed)"). Two standard errors is the usual ~95%
-    rule of thumb; with 2-3 seeds a side it is lenient, so read "wins" as "worth a closer look".
+
+def compare(advantage: float, std_a: float, n_a: int, std_b: float, n_b: int) -> tuple[float, float, str]:
+    """(standard error of a difference of two means, Welch's two-sided p, verdict for side a).
+
+    SE = sqrt(s_a^2 / n_a + s_b^2 / n_b) with sample stds; p is Welch's t-test of the two means
+    (t = advantage / SE with the Welch-Satterthwaite degrees of freedom, scipy's
+    ttest_ind_from_stats(equal_var=False)). `advantage` is how much a beats b, already signed by
+    the metric (positive: a is better, whatever the metric's direction). Verdict: "wins" /
+    "loses" when p < 0.05, else "within noise"; with one seed on either side there is no SE:
+    (NaN, NaN, "n/a (1 seed)"). With 2-3 seeds a side the test has few degrees of freedom, so it
+    asks for a large difference before it calls one, unlike the old "> 2 SE" rule of thumb.
+    Identical seeds on both sides (SE 0): any difference is a verdict (p = 0), none is not (p = 1).
     """
     if advantage is None or not math.isfinite(advantage):
-        return math.nan, ""
+        return math.nan, math.nan, ""
     if min(_int(n_a), _int(n_b)) < 2:
-        return math.nan, NA_ONE_SEED
+        return math.nan, math.nan, NA_ONE_SEED
     se = math.sqrt(std_a ** 2 / n_a + std_b ** 2 / n_b)
-    if abs(advantage) > 2 * se:
-        return se, "wins" if advantage > 0 else "loses"
-    return se, "within noise"
+    if se == 0:
+        p = 0.0 if advantage != 0 else 1.0
+    else:
+        from scipy.stats import ttest_ind_from_stats   # on first use: the report loads fast without it
+
+        p = float(ttest_ind_from_stats(advantage, std_a, n_a, 0.0, std_b, n_b, equal_var=False).pvalue)
+    if p < ALPHA:
+        return se, p, "wins" if advantage > 0 else "loses"
+    return se, p, "within noise"
 
 
 def _int(n) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .collect import FAMILIES, LOWER_IS_BETTER, QUALITY, metrics_for, primary_metric
+from .collect import FAMILIES, LOWER_IS_BETTER, QUALITY, metrics_for, pair_key, primary_metric
 from .points import NA_ONE_SEED, compare
 
 SHORT = {"perplexity": "perplexity", "val_perplexity": "valid perplexity", "top1": "top-1",
@@ -107,6 +107,16 @@ def fmt_nnz(x) -> str:
     if abs(x) >= 1e3:
         return f"{x / 1e3:.3g}K"
     return f"{x:.0f}"
+
+
+def fmt_macs(x) -> str:
+    """3.72T, 517K: multiply-accumulates with an SI prefix."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{prefix}"
+    return f"{x:.3g}"
 
 
 def fmt_num(x, digits=2, sign=False) -> str:
@@ -223,7 +233,8 @@ def size_table(configs: pd.DataFrame, paper: dict) -> Table:
     p6 = paper.get("table6")
     rows, show = [], []
     for _, grp in configs.groupby(GROUP, sort=True):
-        dense, sparse = grp[grp["target_sparsity"] == 0], grp[grp["target_sparsity"] > 0]
+        # equal-compute twins share a small-dense model's size; the pairing table shows them
+        dense, sparse = grp[(grp["target_sparsity"] == 0) & ~is_twin(grp)], grp[grp["target_sparsity"] > 0]
         if len(sparse) and len(dense):
             biggest = dense.loc[dense["params_total"].fillna(dense["params_nnz"]).idxmax()]
             if biggest["base"] in set(sparse["base"]):
@@ -269,13 +280,48 @@ def _nearest(dense: pd.DataFrame, col: str, x: float):
     return d.loc[dist.sort_values(kind="stable").index[0]]
 
 
+# the column that holds each comparison's verdict
+VERDICT = {"NNZ": "verdict at equal steps", "size": "verdict by size", "compute": "verdict at equal compute"}
+
+
+def is_twin(points: pd.DataFrame) -> pd.Series:
+    """Dense points trained for another configuration's compute (budget=equal_compute)."""
+    return points["budget_match"].fillna("").astype(str) != ""
+
+
+def _twin_for(twins: pd.DataFrame, c: dict, nearest) -> dict | None:
+    """The equal-compute twin of sparse point c: a dense point trained for c's training MACs, of
+    the base the equal-steps verdict compares with when there is one (h48 for h384 @ 90%), on
+    dense kernels before sparse ones."""
+    key = pair_key(c["base"], c["target_sparsity"], c["pattern"], c["scheme"])
+    hits = twins[twins["partner_key"] == key]
+    if hits.empty:
+        return None
+    order = hits.assign(_other=hits["base"] != (None if nearest is None else nearest["base"]),
+                        _conv=hits["budget_convention"] != "dense_kernels")
+    return order.sort_values(["_other", "_conv", "params_nnz"], kind="stable").iloc[0].to_dict()
+
+
+def _ratio(a, b) -> float:
+    return a / b if b and b > 0 and not math.isnan(b) else np.nan
+
+
+def fmt_p(p) -> str:
+    return "" if p is None or math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def pairing_table(configs: pd.DataFrame) -> Table:
-    """Each sparse point vs the dense point (other base) nearest in NNZ and in model size: the
-    difference of their means on the primary metric (signed: positive = large-sparse better),
-    its standard error over seeds and the verdict of points.compare."""
+    """Each sparse point vs the dense point (other base) nearest in NNZ and in model size, both
+    trained as many steps (the verdict at equal steps is the NNZ one), and vs the dense twin
+    trained for its training MACs (budget=equal_compute), when the study has one: the difference
+    of their means on the primary metric (signed: positive = large-sparse better), its standard
+    error over seeds, Welch's p and the verdict of points.compare. Per pair also the ratios of
+    inference and training MACs (sparse / nearest dense by NNZ)."""
     rows, show = [], []
     for _, grp in configs.groupby(GROUP, sort=True):
-        dense = grp[grp["target_sparsity"] == 0].sort_values("params_nnz")
+        twin = is_twin(grp)
+        dense = grp[(grp["target_sparsity"] == 0) & ~twin].sort_values("params_nnz")
+        twins = grp[(grp["target_sparsity"] == 0) & twin]
         for c in grp[grp["target_sparsity"] > 0].to_dict("records"):
             m = primary_metric(c["family"], c)
             r = {"family": c["family"], "dataset": c["dataset"], "synthetic": c["synthetic"],
@@ -293,54 +339,70 @@ def pairing_table(configs: pd.DataFrame) -> Table:
                  "NNZ / size": f"{fmt_nnz(c['params_nnz'])} / {fmt_num(c['model_size_mb'], 2)} MB",
                  "quality": f"{SHORT[m]} {fmt_pm(c[m], c[f'{m}_std'], c[f'{m}_n'])}"}
             cand = dense[dense["base"] != c["base"]]
-            for by, col, unit in (("NNZ", "params_nnz", None), ("size", "model_size_mb", "MB")):
-                o = _nearest(cand, col, c[col])
+            nearest = _nearest(cand, "params_nnz", c["params_nnz"])
+            for by, col, unit in (("NNZ", "params_nnz", None), ("size", "model_size_mb", "MB"),
+                                  ("compute", "train_macs", None)):
+                o = nearest if by == "NNZ" else _nearest(cand, col, c[col]) if by == "size" else \
+                    _twin_for(twins, c, nearest)
                 adv = better(m, c[m], o[m]) if o is not None else np.nan
                 win = ("" if o is None or math.isnan(adv) else
                        "tie" if abs(adv) < 1e-12 else "large-sparse" if adv > 0 else "small-dense")
-                se, verdict = (np.nan, "") if o is None else compare(
+                se, p, verdict = (np.nan, np.nan, "") if o is None else compare(
                     adv, c[f"{m}_std"], c[f"{m}_n"], o[f"{m}_std"], o[f"{m}_n"])
+                what = {"NNZ": "NNZ", "size": "size (MB)", "compute": "training MACs"}[by]
                 r.update({f"dense by {by}": None if o is None else o["base"],
-                          f"dense by {by}: {'NNZ' if by == 'NNZ' else 'size (MB)'}":
-                              np.nan if o is None else o[col],
+                          f"dense by {by}: {what}": np.nan if o is None else o[col],
                           f"dense by {by}: quality": np.nan if o is None else o[m],
                           f"dense by {by}: quality std": np.nan if o is None else o[f"{m}_std"],
                           f"dense by {by}: n": np.nan if o is None else o[f"{m}_n"],
                           f"winner by {by}": win, f"sparse advantage by {by}": adv,
-                          f"SE by {by}": se, f"verdict by {by}": verdict})
-                val = "" if o is None else (fmt_nnz(o[col]) if unit is None else
-                                            f"{fmt_num(o[col], 2)} MB")
-                d[f"nearest dense by {by}"] = "none" if o is None else \
+                          f"SE by {by}": se, f"p by {by}": p, VERDICT[by]: verdict})
+                if by == "NNZ":
+                    r["inference MACs ratio"] = _ratio(c["infer_macs"], np.nan if o is None else o["infer_macs"])
+                    r["training MACs ratio"] = _ratio(c["train_macs"], np.nan if o is None else o["train_macs"])
+                if by == "compute":
+                    r["dense by compute: convention"] = "" if o is None else o["budget_convention"]
+                val = "" if o is None else (f"{fmt_macs(o[col])} training MACs" if by == "compute" else
+                                            fmt_nnz(o[col]) if unit is None else f"{fmt_num(o[col], 2)} MB")
+                head = {"NNZ": "nearest dense by NNZ", "size": "nearest dense by size",
+                        "compute": "equal-compute twin"}[by]
+                d[head] = "none" if o is None else \
                     f"{o['base']} ({val}, {fmt_pm(o[m], o[f'{m}_std'], o[f'{m}_n'])})"
                 d[f"large-sparse advantage by {by}"] = fmt_num(adv, sign=True)
-                d[f"SE by {by}"] = (NA_ONE_SEED if verdict == NA_ONE_SEED else fmt_num(se))
-                d[f"verdict by {by}"] = verdict
+                d[f"p by {by}"] = (NA_ONE_SEED if verdict == NA_ONE_SEED else fmt_p(p))
+                d[VERDICT[by]] = verdict
+                if by == "NNZ":
+                    d["inference MACs ratio"] = fmt_num(r["inference MACs ratio"])
+                    d["training MACs ratio"] = fmt_num(r["training MACs ratio"])
             r["runs"] = c["runs"]
             rows.append(r)
             show.append(d)
-    return Table("pairing", "Large-sparse vs small-dense: nearest dense model in NNZ and in size, "
-                 "difference, its standard error over seeds, verdict",
+    return Table("pairing", "Large-sparse vs small-dense: the nearest dense model in NNZ and in size at "
+                 "equal steps, the dense twin at equal training compute; difference, its standard error "
+                 "over seeds, Welch's p, verdict; MACs ratios",
                  pd.DataFrame(rows), pd.DataFrame(show), _runs(configs))
 
 
 def pairing_summary(pairing: pd.DataFrame) -> pd.DataFrame:
-    """Per family/dataset/direction: how often large-sparse wins, and how many verdicts clear
-    the noise (|difference| > 2 SE)."""
+    """Per family/dataset/direction: how often large-sparse wins, and the verdicts (Welch's t-test
+    at 95%) at equal steps (by NNZ), by size and at equal training compute."""
     out = []
     if pairing.empty:
         return pd.DataFrame(out)
     for (fam, ds, syn, dr), g in pairing.groupby(GROUP, sort=True):
         name = f"{ds} {dr}" if dr else ds
         r = {"family": fam, "dataset": f"{name} (synthetic)" if syn else name}
-        for by in ("NNZ", "size"):
+        for by in ("NNZ", "size", "compute"):
             w = g[f"winner by {by}"]
             n = int((w != "").sum())
+            if by == "compute" and not n:
+                continue            # no equal-compute twins in this study
             r[f"large-sparse wins by {by}"] = (f"{int((w == 'large-sparse').sum())} of {n}" if n
                                                else "no dense model of another size")
             r[f"mean sparse advantage by {by}"] = fmt_num(g[f"sparse advantage by {by}"].mean(),
                                                           sign=True)
-            v = g[f"verdict by {by}"]
-            r[f"verdicts by {by}"] = ", ".join(
+            v = g[VERDICT[by]]
+            r[VERDICT[by].replace("verdict", "verdicts", 1)] = ", ".join(
                 f"{k} {int((v == k).sum())}" for k in ("wins", "loses", "within noise", NA_ONE_SEED)
                 if (v == k).any()) or "none"
         out.append(r)

@@ -52,8 +52,15 @@ def recipe(cfg, from_trained: bool, steps_per_epoch: int):
 
 
 def learning_rate(cfg, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Learning rate for optimizer step ``step`` (0-based, i.e. TF's global_step before the update)."""
+    """Learning rate for optimizer step ``step`` (0-based, i.e. TF's global_step before the update).
+
+    ``lr_schedule.stretch`` r (set by train/budget.py for a run given another run's compute):
+    the schedule of a run r times shorter, read at step / r, so every decay lands at the same
+    fraction of training."""
     lr, sched = cfg.lr, cfg.lr_schedule
+    stretch = sched.get("stretch")
+    if stretch is not None:
+        step, total_steps = step / stretch, total_steps / stretch
     epoch = step // steps_per_epoch
     name = sched.name
     if name == "constant":

@@ -17,10 +17,12 @@ from omegaconf import open_dict
 
 from prune_cli import data as datasets
 from prune_cli import models
-from prune_cli.config import effective_sparsity
+from prune_cli.config import ConfigError, effective_sparsity
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
+from prune_cli.pruning.compute import masked_nnz
+from prune_cli.train import budget as budgets
 from prune_cli.train import checkpoint as ckpt
-from prune_cli.train import distributed
+from prune_cli.train import costs, distributed
 from prune_cli.train import start as starts
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
 from prune_cli.train.optim import build_optimizer, recipe
@@ -161,7 +163,7 @@ def run(cfg) -> None:
     parallel = distributed.setup(resolve_device(cfg.device))
     try:
         _run(cfg, RunFolder(run_dir, writes=parallel.is_main), run_id, hydra_cfg, parallel)
-    except (RunError, starts.StartError, ckpt.CheckpointError, datasets.DataError) as e:
+    except (RunError, ConfigError, starts.StartError, ckpt.CheckpointError, datasets.DataError) as e:
         if parallel.is_main:
             print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -212,6 +214,10 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
     optim_cfg, planned = recipe(cfg, start.from_trained, spe)
     total = planned if cfg.trainer.max_steps is None else min(planned, cfg.trainer.max_steps)
     start.check_within(total)
+    run_costs, uncounted = costs.counted(cfg, data.meta)
+    budget = budgets.plan(cfg, data.meta, total, spe, run_costs)  # equal-compute runs: a longer, stretched recipe
+    if budget is not None:
+        optim_cfg, total = budget.stretched(optim_cfg), budget.steps
     schedule = (start.schedule(float(cfg.sparsity))
                 or build_schedule(cfg, spe, total, from_trained=init_from != "scratch", planned=planned))
     optimizer = build_optimizer(optim_cfg, model.parameters())
@@ -248,6 +254,10 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
             f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {start}"
             + (f"; {parallel.world_size} ranks" if parallel.enabled else "")
             + "".join(f"; {k} {cfg.trainer[k]}" for k in ("precision", "compile") if cfg.trainer.get(k) not in (None, "fp32", False)))
+        say(costs.describe(run_costs) if run_costs else f"MACs not counted: {uncounted}")
+        if budget is not None:
+            say(f"budget: {budget.steps} steps ({budget.stretch:.4g}x, schedule stretched) for the training MACs of "
+                f"budget.match={budget.match} ({budget.train_macs:.4g}, {budget.convention})")
         if pruner.dense:
             say(f"pattern {pruner.pattern}: left dense (dimension 1 not a multiple of {pruner.nm[1]}): {', '.join(pruner.dense)}")
         if state is not None:
@@ -274,6 +284,11 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task)
         record.update(world_size=parallel.world_size, precision=cfg.trainer.get("precision", "fp32"),
                       compile=bool(cfg.trainer.get("compile", False)), **start.summary())
+        if run_costs is not None:
+            record.update(costs.summary_fields(run_costs, loop.step, masked_nnz(pruner.masks), folder.sparsity, init_from,
+                                              loop.first_step))
+        if budget is not None:
+            record.update(budget.summary())
         folder.write_summary(record)
         say(f"finished {folder.path} in {loop.elapsed:.1f} s")
         parallel.barrier()  # the other ranks end once rank 0 has written summary.json

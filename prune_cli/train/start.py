@@ -177,6 +177,7 @@ def find_dense_run(cfg, seed: int) -> Optional[str]:
         rec = _summary(summary.parent)
         ckpt_path = summary.parent / "checkpoint.pt"
         if (rec is not None and rec.get("target_sparsity") == 0 and rec.get("model_config") == want_model
+                and not rec.get("budget_match")  # an equal-compute twin (train/budget.py) is no dense start
                 and rec.get("dataset") == cfg.data.name and rec.get("direction") == cfg.data.get("direction")
                 and ckpt_path.is_file()):
             found.append((rec.get("seed") != seed, str(ckpt_path)))
