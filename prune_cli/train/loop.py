@@ -16,6 +16,7 @@ from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import distributed
 from prune_cli.train.optim import learning_rate
 from prune_cli.train.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32, grad_scaler
+from prune_cli.train.stop import Stopped
 
 
 class DivergedError(Exception):
@@ -33,11 +34,13 @@ class LoopState:
 
 def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, total_steps: int,
         eval_split: Optional[str], log: Callable[[str], None],
-        parallel: distributed.Parallel = distributed.Parallel(), optim=None) -> LoopState:
+        parallel: distributed.Parallel = distributed.Parallel(), optim=None, stop=None) -> LoopState:
     """Train ``model`` to ``total_steps``. On several ranks (``parallel``) the forward goes through
     DDP and each rank sees its shard of the batch (run.py wraps the data); losses are averaged over
     ranks before they are logged; checkpoints hold every rank's RNG and task state.
-    ``optim``: the run's recipe (train/optim.recipe); cfg.optim when not given."""
+    ``optim``: the run's recipe (train/optim.recipe); cfg.optim when not given.
+    ``stop``: train/stop.StopSignals; after a SIGTERM or SIGINT the step in progress ends with a
+    checkpoint and ``Stopped`` is raised."""
     optim = cfg.optim if optim is None else optim
     t = cfg.trainer
     spe = data.steps_per_epoch
@@ -61,13 +64,17 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
         if pruner.masks:  # a dense run (or a dense start) has no masks to report
             folder.log_sparsity(step, pruner.stats())
 
-    running = torch.zeros((), device=device)
+    # Each rank's train losses since the last metrics row. They travel with the checkpoint as they
+    # are (a float32 sum, exact as a Python float), not added into loss_sum, so a run resumed from
+    # a checkpoint between two rows (a stop at any step) writes the uninterrupted run's rows.
+    running = torch.tensor(state.extra.get("running", [0.0] * parallel.world_size)[parallel.rank], device=device)
 
     def save():
-        state.loss_sum += float(parallel.mean(running))  # unflushed losses travel with the checkpoint
-        running.zero_()
-        if not math.isfinite(state.loss_sum):
-            raise DivergedError(f"training loss is {state.loss_sum / max(1, state.loss_count)} at step {state.step}")
+        partial = parallel.gather(float(running))
+        mean = (state.loss_sum + sum(partial) / len(partial)) / max(1, state.loss_count)
+        if not math.isfinite(mean):
+            raise DivergedError(f"training loss is {mean} at step {state.step}")
+        state.extra["running"] = partial
         if scaler is not None:
             state.extra["scaler"] = scaler.state_dict()
         ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
@@ -134,9 +141,13 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
                 folder.log_metrics(step, step / spe, eval_split, metrics)
                 log(f"step {step} epoch {step / spe:.2f} {eval_split} "
                     + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-            if step % checkpoint_every == 0 or end_of_epoch or step == total_steps:
+            signum = stop.agreed(parallel) if stop is not None else 0
+            if step % checkpoint_every == 0 or end_of_epoch or step == total_steps or signum:
                 state.elapsed = time.perf_counter() - started
                 save()
+            if signum:
+                bar.close()
+                raise Stopped(signum, step, total_steps)
             if step >= total_steps:
                 break
     bar.close()
