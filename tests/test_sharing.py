@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from prune_cli.report.study import study_table
 from prune_cli.train import checkpoint as ckpt
 from prune_cli.train.lock import RunLock, held_elsewhere
 from prune_cli.train.results import RunFolder, WriteError
@@ -126,6 +128,24 @@ def test_a_summary_that_cannot_be_written_is_one_error_naming_it(tmp_path):
     with pytest.raises(WriteError, match=f"^cannot write {tmp_path / 'summary.json'}: Is a directory$"):
         folder.write_summary({"status": "finished"})
     assert not folder.finished
+
+
+def test_the_sweep_table_lists_the_runs_another_process_holds(tmp_path):
+    folder = tmp_path / "runs" / "exp" / "model.hidden=24,sparsity=0.5"
+    (folder / ".hydra").mkdir(parents=True)
+    # as Hydra saves it: interpolations left in (a size's preset width, here 24)
+    model = {"name": "ptb_lstm", "size": "small", "presets": {"small": {"hidden": 24}},
+             "hidden": "${model.presets.${model.size}.hidden}"}
+    OmegaConf.save(OmegaConf.create({"sparsity": 0.5, "model": model, "pruning": {"pattern": "unstructured"}}),
+                   folder / ".hydra" / "config.yaml")
+    (folder / "metrics.csv").write_text("step,epoch,split,metric,value\n12,0.5,train,loss,3.0\n")
+    lock = RunLock(folder)
+    assert lock.acquire()
+    lines = study_table(folder.parent).splitlines()
+    assert len(lines) == 3 and lines[2].split() == ["ptb_lstm", "hidden", "24", "50%", "running", "elsewhere",
+                                                    "(step", "12)"]
+    lock.release()
+    assert len(study_table(folder.parent).splitlines()) == 2  # stopped, not running: no row
 
 
 # -- end to end ----------------------------------------------------------------------------------

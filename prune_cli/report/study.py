@@ -40,8 +40,9 @@ def _base(p: dict) -> str:
 def _running_elsewhere(coll) -> list:
     """Rows for the study's unfinished runs that another process holds now (train/lock.py): a
     sweep started twice leaves them to the other copy, and they join the table when it ends."""
-    import yaml
+    from omegaconf import OmegaConf
 
+    from prune_cli.config import effective_sparsity
     from prune_cli.train.lock import held_elsewhere
 
     rows = []
@@ -49,15 +50,15 @@ def _running_elsewhere(coll) -> list:
         folder = coll.runs_dir / run["run"]
         if not held_elsewhere(folder):
             continue
-        try:  # written once the holder has passed its checks; not there in its first moments
-            cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            cfg = {}
-        model = cfg.get("model") or {}
-        sparsity = cfg.get("sparsity")
+        model, sparsity = {"name": folder.name}, ""
+        try:  # written once the holder has passed its checks: not there in its first moments
+            cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+            model = OmegaConf.to_container(cfg.model, resolve=True)
+            sparsity = f"{100 * effective_sparsity(cfg):g}%"
+        except Exception:  # a table line is not worth a failed sweep: the folder's name says which run
+            pass
         step = f" (step {run['last_step']})" if run["last_step"] else ""
-        rows.append([model.get("name", folder.name), _base(model) if model else "",
-                     "" if sparsity is None else f"{100 * float(sparsity):g}%", "", "",
+        rows.append([model.get("name", folder.name), _base(model) if len(model) > 1 else "", sparsity, "", "",
                      f"running elsewhere{step}", "", ""])
     return rows
 
