@@ -70,14 +70,13 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
     running = torch.tensor(state.extra.get("running", [0.0] * parallel.world_size)[parallel.rank], device=device)
 
     def save():
-        partial = parallel.gather(float(running))
+        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict(), "running": float(running)})
+        partial = state.extra["running"] = [r.pop("running") for r in ranks]
         mean = (state.loss_sum + sum(partial) / len(partial)) / max(1, state.loss_count)
         if not math.isfinite(mean):
             raise DivergedError(f"training loss is {mean} at step {state.step}")
-        state.extra["running"] = partial
         if scaler is not None:
             state.extra["scaler"] = scaler.state_dict()
-        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
         if folder.writes:
             ckpt.save(folder.checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
