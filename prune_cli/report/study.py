@@ -50,16 +50,15 @@ def _running_elsewhere(coll) -> list:
         folder = coll.runs_dir / run["run"]
         if not held_elsewhere(folder):
             continue
-        model, sparsity = {"name": folder.name}, ""
+        name, base, sparsity = folder.name, "", ""
         try:  # written once the holder has passed its checks: not there in its first moments
             cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
             model = OmegaConf.to_container(cfg.model, resolve=True)
-            sparsity = f"{100 * effective_sparsity(cfg):g}%"
+            name, base, sparsity = model["name"], _base(model), f"{100 * effective_sparsity(cfg):g}%"
         except Exception:  # a table line is not worth a failed sweep: the folder's name says which run
             pass
         step = f" (step {run['last_step']})" if run["last_step"] else ""
-        rows.append([model.get("name", folder.name), _base(model) if len(model) > 1 else "", sparsity, "", "",
-                     f"running elsewhere{step}", "", ""])
+        rows.append([name, base, sparsity, "", "", f"running elsewhere{step}", "", ""])
     return rows
 
 
@@ -90,9 +89,9 @@ def study_table(exp_dir: Path) -> str:
 
 class PrintStudyTable(Callback):
     """After a sweep (-m), print the finished runs of its exp_name as one table (a row a point),
-    then the runs another process is training now."""
+    then the runs another process is training now (quality: "running elsewhere")."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         exp_dir = Path(config.results_dir, "runs", config.exp_name)
         print(f"\n{exp_dir}: finished runs (quality measured by this tool on the held-out split; "
-              "mean ± std over seeds) and runs running elsewhere\n" + study_table(exp_dir))
+              "mean ± std over seeds)\n" + study_table(exp_dir))
