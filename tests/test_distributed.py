@@ -53,11 +53,12 @@ def _check_on_rank(rank, port, seeds, results):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
     parallel = distributed.setup(torch.device("cpu"))
+    agreed = parallel.agree(15 * rank)  # a signal rank 1 alone got (train/stop.py): every rank stops for it
     try:
         parallel.check_masks(_pruner(seeds[rank]), step=7)
-        results.put((rank, "same"))
+        results.put((rank, f"same; agreed {agreed}"))
     except distributed.RankMismatchError as e:
-        results.put((rank, str(e)))
+        results.put((rank, f"{e}; agreed {agreed}"))
     finally:
         distributed.teardown()
 
@@ -75,6 +76,7 @@ def test_check_masks_across_two_gloo_ranks(seeds, verdict):
     for p in procs:
         p.join(timeout=60)
     assert all(verdict in got[r] for r in range(2)), got  # every rank stops, loudly
+    assert all(got[r].endswith("; agreed 15") for r in range(2)), got
 
 
 # -- end to end: torchrun, 2 gloo ranks ---------------------------------------------------------
@@ -145,6 +147,20 @@ def test_two_ranks_kill_9_then_same_command_ends_with_identical_numbers(data_roo
     single = prune_run(ARGS, data_root, killed)
     assert single.returncode == 2 and "written by 2 rank(s), this run has 1" in single.stderr, single.stderr
     assert ckpt.read_bytes() == before
+
+    # SIGTERM to torchrun mid-run (a cluster's first signal): torchrun passes it to both ranks, which
+    # agree on the step to stop at; rank 0 writes that step's checkpoint (train/stop.py).
+    proc = subprocess.Popen(torchrun_cmd(ARGS, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    inode, deadline = ckpt.stat().st_ino, time.time() + 300
+    while time.time() < deadline and proc.poll() is None and ckpt.stat().st_ino == inode:
+        time.sleep(0.02)  # until the resumed run writes its next checkpoint
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    step = torch.load(ckpt, weights_only=False)["loop"]["step"]
+    log = (ckpt.parent / "run.log").read_text()
+    assert log.count("stopped by SIGTERM") == 1 and f"stopped by SIGTERM at step {step} of " in log, err
+    assert step < want["steps"] and not (ckpt.parent / "summary.json").exists()
 
     out = torchrun(ARGS, data_root, killed)
     assert out.returncode == 0, out.stderr

@@ -117,8 +117,10 @@ def test_kill_9_then_same_command_ends_with_identical_numbers(data_root, tmp_pat
     proc.wait()
     assert ckpt is not None, "run ended before its first checkpoint"
     assert not (ckpt.parent / "summary.json").exists()
+    assert (ckpt.parent / ".lock").is_file()  # the killed run's lock file (train/lock.py): it must not block
     out = prune_run(args, data_root, killed)
     assert out.returncode == 0, out.stderr
+    assert not (ckpt.parent / ".lock").exists()
     got = json.loads((run_dir(killed) / "summary.json").read_text())
     for key in ("perplexity", "val_perplexity", "params_nnz", "achieved_sparsity", "steps", "model_size_mb"):
         assert got[key] == want[key], key

@@ -34,7 +34,8 @@ LOWER_IS_BETTER = {"perplexity", "val_perplexity", "loss"}
 METRIC_LABEL = {"perplexity": "perplexity", "val_perplexity": "valid perplexity",
                 "top1": "top-1 (%)", "top5": "top-5 (%)", "bleu": "BLEU", "val_bleu": "valid BLEU"}
 LSTM_SIZES = {"small": 200, "medium": 650, "large": 1500}
-RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "run.log", ".hydra"}
+# .lock: a run that holds its folder (train/lock.py), found from its first moment
+RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "run.log", ".hydra", ".lock"}
 # Config keys that do not change what a run computes: the seed (replicates differ only in it) and
 # the keys conf/config.yaml excludes from a run's identity (hydra.job.config.override_dirname.
 # exclude_keys; a test keeps the two lists equal), plus run_id, which is derived from the rest.

@@ -2,7 +2,8 @@
 
 Replicate runs (`seed=0,1,2`) are one point, grouped by the report's own points.group, so the
 console and `make report` agree: quality is the mean ± sample std over the seeds (`seeds` says
-how many; a single seed shows no ±). pandas and the report are imported only when the table is
+how many; a single seed shows no ±). Runs another process holds (a second copy of the sweep)
+follow as "running elsewhere". pandas and the report are imported only when the table is
 printed, not when prune-run starts.
 """
 import math
@@ -36,12 +37,38 @@ def _base(p: dict) -> str:
     return str(p.get("size") or p.get("base") or "")
 
 
+def _running_elsewhere(coll) -> list:
+    """Rows for the study's unfinished runs that another process holds now (train/lock.py): a
+    sweep started twice leaves them to the other copy, and they join the table when it ends."""
+    from omegaconf import OmegaConf
+
+    from prune_cli.config import effective_sparsity
+    from prune_cli.train.lock import held_elsewhere
+
+    rows = []
+    for run in coll.incomplete:
+        folder = coll.runs_dir / run["run"]
+        if not held_elsewhere(folder):
+            continue
+        name, base, sparsity = folder.name, "", ""
+        try:  # written once the holder has passed its checks: not there in its first moments
+            cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+            model = OmegaConf.to_container(cfg.model, resolve=True)
+            name, base, sparsity = model["name"], _base(model), f"{100 * effective_sparsity(cfg):g}%"
+        except Exception:  # a table line is not worth a failed sweep: the folder's name says which run
+            pass
+        step = f" (step {run['last_step']})" if run["last_step"] else ""
+        rows.append([name, base, sparsity, "", "", f"running elsewhere{step}", "", ""])
+    return rows
+
+
 def study_table(exp_dir: Path) -> str:
     from .collect import collect
     from .points import control, group
 
     exp_dir = Path(exp_dir)
-    pts, _ = group(collect(exp_dir.parent.parent, exp_dir.name).runs)
+    coll = collect(exp_dir.parent.parent, exp_dir.name)
+    pts, _ = group(coll.runs)
     rows = []
     for p in pts.to_dict("records"):
         model = p["model"] + (f" {p['direction']}" if p["direction"] else "")
@@ -55,7 +82,7 @@ def study_table(exp_dir: Path) -> str:
         rows.append((p["params_nnz"], [model, _base(p), sparsity, f"{p['params_nnz']:,.0f}",
                                        f"{p['model_size_mb']:.2f}", _quality(p),
                                        str(p["n_seeds"]), f"{p['wall_time_s']:.0f}"]))
-    body = [r for _, r in sorted(rows, key=lambda x: x[0])]
+    body = [r for _, r in sorted(rows, key=lambda x: x[0])] + _running_elsewhere(coll)
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *body)] if body else [len(c) for c in COLUMNS]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(COLUMNS), line("-" * w for w in widths)] + [line(r) for r in body]
@@ -63,7 +90,8 @@ def study_table(exp_dir: Path) -> str:
 
 
 class PrintStudyTable(Callback):
-    """After a sweep (-m), print the finished runs of its exp_name as one table (a row a point)."""
+    """After a sweep (-m), print the finished runs of its exp_name as one table (a row a point),
+    then the runs another process is training now (quality: "running elsewhere")."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         exp_dir = Path(config.results_dir, "runs", config.exp_name)

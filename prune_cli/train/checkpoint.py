@@ -1,10 +1,13 @@
 """Checkpoints: everything a run needs to continue exactly where it stopped."""
+import io
 import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from prune_cli.train.results import writing
 
 
 class CheckpointError(Exception):
@@ -26,11 +29,42 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _Sink(io.RawIOBase):
+    """The file torch.save writes through, keeping the OSError of a failed write: torch reports
+    it as a RuntimeError that does not say why (no space left, permission lost)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def save(path: Path, state: dict) -> None:
-    """Write atomically: a kill during the write leaves the previous checkpoint intact."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write atomically and durably: a temporary file, flushed to the disk (fsync), renamed over
+    the previous checkpoint. A kill or a full disk at any moment leaves the previous one intact;
+    a failed write raises results.WriteError naming the file and the reason."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with writing(path, tmp):
+        with open(tmp, "wb") as f:
+            sink = _Sink(f)
+            try:
+                torch.save(state, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def load(path: Path) -> dict:

@@ -22,7 +22,7 @@ verifies it at each mask update with a checksum over ranks and stops the run if 
 """
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, List
 
 import torch
@@ -41,6 +41,7 @@ class Parallel:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    control: Any = field(default=None, compare=False, repr=False)  # a gloo group for `agree` (None: the default group)
 
     @property
     def enabled(self) -> bool:
@@ -66,6 +67,15 @@ class Parallel:
         value = value.detach().clone()
         dist.all_reduce(value)
         return value / self.world_size
+
+    def agree(self, value: int) -> int:
+        """The largest of every rank's ``value`` (a small int), over the CPU: asked at every step
+        (train/stop.py), so no device sync; on GPU through a gloo group beside NCCL's."""
+        if not self.enabled:
+            return value
+        flag = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.control)
+        return int(flag)
 
     def check_masks(self, pruner, step: int) -> None:
         """Stop the run if any rank's masks differ from rank 0's (checksum of every mask)."""
@@ -141,7 +151,8 @@ def setup(device: torch.device, timeout_min: float = 60.0) -> Parallel:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=size,
                                 timeout=datetime.timedelta(minutes=timeout_min))
-    return Parallel(rank=rank, world_size=size, local_rank=local_rank, device=device)
+    control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    return Parallel(rank=rank, world_size=size, local_rank=local_rank, device=device, control=control)
 
 
 def teardown() -> None:

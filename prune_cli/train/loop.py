@@ -16,6 +16,7 @@ from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import distributed
 from prune_cli.train.optim import learning_rate
 from prune_cli.train.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32, grad_scaler
+from prune_cli.train.stop import Stopped
 
 
 class DivergedError(Exception):
@@ -34,11 +35,13 @@ class LoopState:
 
 def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, total_steps: int,
         eval_split: Optional[str], log: Callable[[str], None],
-        parallel: distributed.Parallel = distributed.Parallel(), optim=None) -> LoopState:
+        parallel: distributed.Parallel = distributed.Parallel(), optim=None, stop=None) -> LoopState:
     """Train ``model`` to ``total_steps``. On several ranks (``parallel``) the forward goes through
     DDP and each rank sees its shard of the batch (run.py wraps the data); losses are averaged over
     ranks before they are logged; checkpoints hold every rank's RNG and task state.
-    ``optim``: the run's recipe (train/optim.recipe); cfg.optim when not given."""
+    ``optim``: the run's recipe (train/optim.recipe); cfg.optim when not given.
+    ``stop``: train/stop.StopSignals; after a SIGTERM or SIGINT the step in progress ends with a
+    checkpoint and ``Stopped`` is raised."""
     optim = cfg.optim if optim is None else optim
     t = cfg.trainer
     spe = data.steps_per_epoch
@@ -63,33 +66,36 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
         if pruner.masks:  # a dense run (or a dense start) has no masks to report
             folder.log_sparsity(step, pruner.stats())
 
-    running = torch.zeros((), device=device)
+    # Each rank's train losses since the last metrics row. They travel with the checkpoint as they
+    # are (a float32 sum, exact as a Python float), not added into loss_sum, so a run resumed from
+    # a checkpoint between two rows (a stop at any step) writes the uninterrupted run's rows.
+    running = torch.tensor(state.extra.get("running", [0.0] * parallel.world_size)[parallel.rank], device=device)
 
-    def state_now():
-        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
+    def state_now(ranks):
+        """What a checkpoint holds; ``ranks``: every rank's RNG and task state (parallel.gather)."""
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
                 "task": ranks[0]["task"], "rng": ranks[0]["rng"], "loop": state.__dict__,
                 "config": cfg_container(cfg),
                 **({"world_size": parallel.world_size, "ranks": ranks} if parallel.enabled else {})}
 
     def save():
-        state.loss_sum += float(parallel.mean(running))  # unflushed losses travel with the checkpoint
-        running.zero_()
-        if not math.isfinite(state.loss_sum):
-            raise DivergedError(f"training loss is {state.loss_sum / max(1, state.loss_count)} at step {state.step}")
+        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict(), "running": float(running)})
+        partial = state.extra["running"] = [r.pop("running") for r in ranks]
+        mean = (state.loss_sum + sum(partial) / len(partial)) / max(1, state.loss_count)
+        if not math.isfinite(mean):
+            raise DivergedError(f"training loss is {mean} at step {state.step}")
         if scaler is not None:
             state.extra["scaler"] = scaler.state_dict()
-        snapshot = state_now()
         if folder.writes:
-            ckpt.save(folder.checkpoint, snapshot)
+            ckpt.save(folder.checkpoint, state_now(ranks))
 
     def keep():
         # trainer.keep_steps: this step's state under a name of its own, for rewinding to it. It is
         # never resumed from, so the unflushed losses stay where they are (the numbers of a run do
         # not depend on the steps it keeps).
-        snapshot = state_now()
+        ranks = parallel.gather({"rng": ckpt.rng_state(), "task": task.state_dict()})
         if folder.writes:
-            ckpt.save(folder.kept_checkpoint(state.step), {**snapshot, "kept_step": state.step})
+            ckpt.save(folder.kept_checkpoint(state.step), {**state_now(ranks), "kept_step": state.step})
 
     if state.step == state.first_step:  # a fresh run (a resumed one has trained past its first step)
         if pruner.step(state.step):
@@ -151,9 +157,13 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
                     + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
             if step in keep_steps:
                 keep()
-            if step % checkpoint_every == 0 or end_of_epoch or step == total_steps:
+            signum = stop.agreed(parallel) if stop is not None else 0
+            if step % checkpoint_every == 0 or end_of_epoch or step == total_steps or signum:
                 state.elapsed = time.perf_counter() - started
                 save()
+            if signum:
+                bar.close()
+                raise Stopped(signum, step, total_steps)
             if step >= total_steps:
                 break
     bar.close()

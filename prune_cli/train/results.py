@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
@@ -12,13 +13,37 @@ SPARSITY_HEADER = ["step", "layer", "numel", "nnz", "target_sparsity", "sparsity
 SCHEMA_VERSION = 1
 
 
+class WriteError(Exception):
+    """A file of the run folder could not be written (no space left, permission lost): the run
+    stops with one line naming the file and the reason (exit status 1)."""
+
+
+@contextmanager
+def writing(path: Path, tmp: Path = None):
+    """Turn a failed write into WriteError naming ``path``; remove ``tmp`` (a half-written copy)
+    on any failure, a kill by exception included."""
+    try:
+        yield
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    """A temporary file, flushed to the disk, renamed over ``path``: the old or the new text, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 class RunFolder:
@@ -45,14 +70,16 @@ class RunFolder:
         """Create the folder (fresh run) or drop rows written after the checkpoint (resume)."""
         if not self.writes:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             record = self.path / ".hydra"
-            record.mkdir(exist_ok=True)
-            OmegaConf.save(job_cfg, record / "config.yaml")
-            if hydra_cfg is not None:
-                OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
-                OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
+            with writing(record):
+                record.mkdir(exist_ok=True)
+                OmegaConf.save(job_cfg, record / "config.yaml")
+                if hydra_cfg is not None:
+                    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
+                    OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
             for path, header in ((self.metrics, METRICS_HEADER), (self.sparsity, SPARSITY_HEADER)):
                 atomic_write_text(path, ",".join(header) + "\n")
         else:
@@ -75,7 +102,7 @@ class RunFolder:
     def _append(self, path: Path, rows: Iterable[List]) -> None:
         if not self.writes:
             return
-        with open(path, "a", newline="") as f:
+        with writing(path), open(path, "a", newline="") as f:
             csv.writer(f).writerows(rows)
 
     def log_metrics(self, step: int, epoch: float, split: str, metrics: dict) -> None:

@@ -25,8 +25,10 @@ from prune_cli.train import checkpoint as ckpt
 from prune_cli.train import costs, distributed
 from prune_cli.train import start as starts
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
+from prune_cli.train.lock import RunningElsewhere, claim
 from prune_cli.train.optim import build_optimizer, recipe
-from prune_cli.train.results import RunFolder
+from prune_cli.train.results import RunFolder, WriteError
+from prune_cli.train.stop import Stopped, stop_signals
 from prune_cli.train.tasks import build_task
 
 log = logging.getLogger("prune_cli")
@@ -161,12 +163,27 @@ def run(cfg) -> None:
         cfg.sparsity = effective_sparsity(cfg)  # pruning.pattern=N:M alone means sparsity 1 - N/M
     distributed.set_threads(cfg.trainer.get("threads"), hydra_cfg)
     parallel = distributed.setup(resolve_device(cfg.device))
+    folder = RunFolder(run_dir, writes=parallel.is_main)
     try:
-        _run(cfg, RunFolder(run_dir, writes=parallel.is_main), run_id, hydra_cfg, parallel)
+        # One writer per run folder (train/lock.py); SIGTERM and SIGINT save and leave (train/stop.py).
+        with stop_signals() as stop, claim(folder, parallel):
+            _run(cfg, folder, run_id, hydra_cfg, parallel, stop)
+        if stop.signum:  # it came after the last step: the run is finished, the process still leaves
+            sys.exit(128 + stop.signum)
+    except RunningElsewhere as e:
+        if parallel.is_main:
+            print(f"prune-run: {e}", file=sys.stderr)
+    except Stopped as e:
+        if parallel.is_main:
+            print(f"prune-run: {run_dir}: {e}", file=sys.stderr)
+        sys.exit(e.status)
     except (RunError, ConfigError, starts.StartError, ckpt.CheckpointError, datasets.DataError) as e:
         if parallel.is_main:
             print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except WriteError as e:
+        print(f"prune-run: error: {e}; stopped, the last good checkpoint is kept in {run_dir}", file=sys.stderr)
+        sys.exit(1)
     except (DivergedError, distributed.RankMismatchError) as e:
         if parallel.is_main or isinstance(e, distributed.RankMismatchError):
             print(f"prune-run: error: {e}; stopped, the last good checkpoint is kept in {run_dir}", file=sys.stderr)
@@ -175,7 +192,7 @@ def run(cfg) -> None:
         distributed.teardown()
 
 
-def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.Parallel) -> None:
+def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.Parallel, stop=None) -> None:
     if folder.finished:
         if parallel.is_main:
             print(f"prune-run: {folder.path} is finished (summary.json exists): nothing to do", file=sys.stderr)
@@ -270,10 +287,14 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         try:
             loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg,
                        folder=folder, state=loop, total_steps=total, eval_split=eval_split, log=say,
-                       parallel=parallel, optim=optim_cfg)
+                       parallel=parallel, optim=optim_cfg, stop=stop)
         except DivergedError as e:
             log.removeHandler(console)  # the CLI prints the one-line error
             say(f"stopped: {e}; the last good checkpoint is kept")
+            raise
+        except Stopped as e:
+            log.removeHandler(console)  # the CLI prints the one line
+            say(str(e))
             raise
         final = {}
         wanted = list(cfg.trainer.eval_splits) if cfg.trainer.eval_splits else splits
