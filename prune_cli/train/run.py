@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from omegaconf import open_dict
 
+from prune_cli import builders
 from prune_cli import data as datasets
-from prune_cli import models
 from prune_cli.config import effective_sparsity
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.train import checkpoint as ckpt
-from prune_cli.train import distributed
+from prune_cli.train import distributed, watch
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
 from prune_cli.train.optim import build_optimizer, recipe
 from prune_cli.train.results import RunFolder
@@ -32,7 +32,7 @@ log = logging.getLogger("prune_cli")
 # data.task follows from data.name (it is there for validation), so checkpoints written before
 # it existed still resume.
 VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
-            "data.download", "data.cache_dir", "data.task")
+            "data.download", "data.cache_dir", "data.task", "trainer.tensorboard")
 
 
 class RunError(Exception):
@@ -127,7 +127,9 @@ def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bo
     return GradualSchedule(sparsity, min(p.initial_sparsity, sparsity), begin, end, freq)
 
 
-def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device, task=None) -> dict:
+def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device, task=None,
+                   meta_keys=("num_classes", "image_size", "vocab_size")) -> dict:
+    """``meta_keys``: the keys of data.meta the model builder read (builders.build_model)."""
     m = cfg.model
     report = storage_report(model, pruner.masks)
     masked = pruner.stats()
@@ -145,8 +147,8 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         "seed": cfg.seed, "lr": float(state.extra.get("lr", cfg.optim.lr)), "init_from": init_from,
         "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
         "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
-        # what models.build reads from the data: prune-export's files rebuild the model without it
-        "model_meta": {k: data.meta[k] for k in ("num_classes", "image_size", "vocab_size") if k in data.meta},
+        # what the model builder read from the data: prune-export's files rebuild the model without it
+        "model_meta": {k: data.meta[k] for k in sorted(meta_keys) if isinstance(data.meta.get(k), (int, float, str))},
         "status": "finished",
     }
     if "perplexity" in final.get("test", {}) or "perplexity" in final.get("valid", {}):
@@ -181,7 +183,7 @@ def run(cfg) -> None:
     parallel = distributed.setup(resolve_device(cfg.device))
     try:
         _run(cfg, RunFolder(run_dir, writes=parallel.is_main), run_id, hydra_cfg, parallel)
-    except (RunError, ckpt.CheckpointError, datasets.DataError) as e:
+    except (RunError, ckpt.CheckpointError, datasets.DataError, builders.BuildError) as e:
         if parallel.is_main:
             print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -200,13 +202,14 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         return
     device = parallel.device
     seed_everything(cfg.seed)
-    data = datasets.build(cfg.data, cfg.seed)
+    data = builders.build_data(cfg.data, cfg.seed)
     if parallel.enabled:
         if cfg.data.batch_size % parallel.world_size:
             raise RunError(f"data.batch_size={cfg.data.batch_size} (the global batch) does not split evenly over "
                            f"{parallel.world_size} ranks; use a multiple of {parallel.world_size}")
         data.train_epoch = distributed.sharded(data.train_epoch, parallel)
-    model = models.build(cfg.model, data.meta).to(device)
+    meta_keys = set()  # what the builder reads from data.meta (summary.json: model_meta)
+    model = builders.build_model(cfg.model, data.meta, meta_keys).to(device)
     if parallel.rank > 0:  # same initial weights everywhere; each rank its own dropout stream
         seed_everything(cfg.seed + parallel.rank)
     if cfg.trainer.channels_last:
@@ -267,6 +270,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
     log.setLevel(logging.INFO)
     say = log.info
     try:
+        watch.attach(folder, cfg.trainer, resume_step=loop.step if state is not None else None)
         say(("resume" if state else "start") + f" {folder.path} at step {loop.step}/{total} on {device}; "
             f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {init_from}"
             + (f"; {parallel.world_size} ranks" if parallel.enabled else "")
@@ -293,7 +297,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
             final[split] = task.evaluate(model.eval(), data.eval_splits[split](), final=True)
             folder.log_metrics(loop.step, loop.step / spe, split, final[split])
             say(f"final {split} " + " ".join(f"{k} {v:.4g}" for k, v in final[split].items()))
-        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task)
+        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task, meta_keys)
         record.update(world_size=parallel.world_size, precision=cfg.trainer.get("precision", "fp32"),
                       compile=bool(cfg.trainer.get("compile", False)))
         folder.write_summary(record)
@@ -303,6 +307,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         for h in (handler, console):
             log.removeHandler(h)
         handler.close()
+        folder.close()
 
 
 class _TqdmHandler(logging.Handler):
