@@ -10,11 +10,12 @@ Scalars, at the rows the run writes anyway (metrics.csv, sparsity.csv), never pe
 
 so ``tensorboard --logdir results/runs`` shows every run of every sweep (named EXP/RUN_ID).
 
-A resumed run appends a new event file that starts with ``purge_step`` = its checkpoint's step + 1:
-TensorBoard then drops the points the killed run wrote after its checkpoint, which the resumed
-run writes again (metrics.csv is cut back to the checkpoint the same way, train/results.py).
+Each row is flushed to the event file as it is written, as metrics.csv is appended: a live view
+is never staler than the last row, and a run killed with -9 has lost no point before its kill.
+A resumed run appends a new event file that starts with ``purge_step`` = its checkpoint's step
++ 1: TensorBoard then drops the points the killed run wrote after its checkpoint, which the
+resumed run writes again (metrics.csv is cut back to the checkpoint the same way, results.py).
 """
-FLUSH_SECS = 10  # how stale a live view may be; the writer flushes on a thread of its own
 
 
 class TensorBoardLog:
@@ -22,11 +23,12 @@ class TensorBoardLog:
         # Imported here: only runs that ask for TensorBoard pay for its import (about a second).
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(path), purge_step=purge_step, flush_secs=FLUSH_SECS)
+        self.writer = SummaryWriter(log_dir=str(path), purge_step=purge_step)
 
     def metrics(self, step: int, split: str, row: dict) -> None:
         for key, value in row.items():
             self.writer.add_scalar(f"{split}/{key}", float(value), step)
+        self.writer.flush()
 
     def sparsity(self, step: int, stats) -> None:
         numel = sum(s.numel for s in stats)
@@ -36,6 +38,7 @@ class TensorBoardLog:
         self.writer.add_scalar("sparsity/achieved", 1.0 - sum(s.nnz for s in stats) / numel, step)
         for s in stats:
             self.writer.add_scalar(f"sparsity_layer/{s.name}", s.sparsity, step)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
