@@ -22,6 +22,11 @@ from prune_cli import models
 from prune_cli.data import DataBundle
 
 
+# The held-out splits summary.json and the report read a task's quality from (train/run.py
+# summary_record): a dataset must name at least one of them so.
+SPLITS = {"classification": ("val", "test"), "language_model": ("valid", "test"), "translation": ("valid", "test")}
+
+
 class BuildError(Exception):
     """A builder that cannot be found, called, or returns the wrong thing; the message is one line."""
 
@@ -115,4 +120,9 @@ def build_data(data_cfg, seed: int) -> DataBundle:
         raise BuildError(f"{_describe(data_cfg, 'data')} returned a DataBundle with steps_per_epoch="
                          f"{bundle.steps_per_epoch} and eval splits {sorted(bundle.eval_splits)}; give at least "
                          "one training batch an epoch and one evaluation split")
+    wanted = SPLITS.get(data_cfg.get("task"), ())
+    if wanted and not set(wanted) & set(bundle.eval_splits):
+        raise BuildError(f"{_describe(data_cfg, 'data')} returned eval splits {sorted(bundle.eval_splits)}; a "
+                         f"{data_cfg.task} dataset names its held-out splits {' and/or '.join(wanted)} "
+                         "(the run's summary and the report read its quality from them)")
     return bundle

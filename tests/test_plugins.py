@@ -36,6 +36,10 @@ def user_module(tmp_path, monkeypatch):
 
         def empty_bundle(data_cfg, seed):
             return DataBundle(train_epoch=lambda e, s: iter(()), steps_per_epoch=0, eval_splits={})
+
+        def misnamed_splits(data_cfg, seed):
+            return DataBundle(train_epoch=lambda e, s: iter(()), steps_per_epoch=1,
+                              eval_splits={"validation": lambda: iter(())})
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     return "user_builders"
@@ -82,6 +86,11 @@ def test_a_builder_that_returns_the_wrong_thing_is_one_line(user_module):
                                    "prune_cli.data.DataBundle; return DataBundle(")
     with pytest.raises(builders.BuildError, match="steps_per_epoch=0 and eval splits \\[\\]"):
         builders.build_data(node(_target_=f"{user_module}.empty_bundle", name="x"), 0)
+    with pytest.raises(builders.BuildError) as e:
+        builders.build_data(node(_target_=f"{user_module}.misnamed_splits", name="x", task="classification"), 0)
+    assert str(e.value) == (f"data._target_={user_module}.misnamed_splits returned eval splits ['validation']; a "
+                            "classification dataset names its held-out splits val and/or test (the run's summary "
+                            "and the report read its quality from them)")
 
 
 def test_the_example_dataset_is_a_databundle_whose_epochs_depend_on_seed_and_epoch_alone(monkeypatch):

@@ -20,7 +20,7 @@ resumed run writes again (metrics.csv is cut back to the checkpoint the same way
 
 class TensorBoardLog:
     def __init__(self, path, purge_step: int = None):
-        # Imported here: only runs that ask for TensorBoard pay for its import (about a second).
+        # Imported here: only runs that ask for TensorBoard pay for its import.
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(path), purge_step=purge_step)
