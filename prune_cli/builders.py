@@ -11,6 +11,11 @@ user's model goes through exactly the code path of ours (DESIGN.md).
     data builder:  (data config node, seed) -> DataBundle
 
 Errors are :class:`BuildError`: one line, what is wrong and what to do.
+
+TODO(issue 17): MACs. The MAC accounting module (beside pruning/storage.py) counts a model's
+MACs from the built module and its masks; a user's model reaches it exactly as ours do (the
+summary is written from the same objects). Layers of types it does not know should be listed
+in the summary as not counted; docs/plugins.md ("What your runs get") is to say so then.
 """
 import logging
 from typing import Callable, Optional, Set
@@ -20,7 +25,6 @@ import torch.nn as nn
 from prune_cli import data as datasets
 from prune_cli import models
 from prune_cli.data import DataBundle
-
 
 # The held-out splits summary.json and the report read a task's quality from (train/run.py
 # summary_record): a dataset must name at least one of them so.

@@ -1,8 +1,11 @@
 """Progress: tqdm's bar on a terminal, a plain line every 5% anywhere else (a log file, CI, SLURM)."""
 import io
+import math
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tqdm import tqdm
 
 from prune_cli.train import progress
@@ -57,3 +60,17 @@ def test_streams_without_a_terminal_are_not_terminals(stream):
     if isinstance(stream, io.StringIO):
         stream.close()
     assert progress._is_terminal(stream) is False
+
+
+@given(total=st.integers(1, 3000), initial_fraction=st.floats(0, 1))
+@settings(max_examples=200, deadline=None)
+def test_the_lines_fall_on_one_grid_whatever_the_start(total, initial_fraction):
+    """From any start (a resumed run), a line at every multiple of ceil(5% of the run) past the
+    start, and one at the end: about 20 lines a run, never one per step on long runs."""
+    initial = int(initial_fraction * total)
+    shown = steps_of(run(total, initial, total - initial))
+    interval = math.ceil(total * progress.EVERY)
+    want = [s for s in range(interval, total + 1, interval) if s > initial]
+    if initial < total and (not want or want[-1] != total):
+        want.append(total)
+    assert shown == want and len(shown) <= 21

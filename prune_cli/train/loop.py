@@ -81,7 +81,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
     if state.step == 0 and pruner.step(0):
         record_masks(0)
 
-    bar = progress.bar(total_steps, state.step, t.progress, desc=f"{cfg.model.name}")
+    bar = progress.bar(total_steps, state.step, t.progress and folder.writes, desc=f"{cfg.model.name}")  # rank 0
     started = time.perf_counter() - state.elapsed
     while state.step < total_steps:
         epoch, offset = divmod(state.step, spe)
