@@ -31,16 +31,14 @@ def conf_dir() -> Path:
 
 
 def search_dirs(args=()) -> List[Path]:
-    """The config folders a command line composes from: the package's conf/, then each folder
-    given with --config-dir / -cd (Hydra searches them in that order)."""
-    dirs, args = [conf_dir()], list(args)
+    """The config folders a command line composes from: the package's conf/, then the folder
+    given with --config-dir / -cd (Hydra searches them in that order; the last one given wins)."""
+    given, args = None, list(args)
     for i, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
         if flag in ("--config-dir", "-cd"):
-            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
-            if value:
-                dirs.append(Path(value).expanduser().absolute())
-    return dirs
+            given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return [conf_dir()] + ([Path(given).expanduser().absolute()] if given else [])
 
 
 def group_options(group: str, dirs=None):
@@ -168,6 +166,15 @@ TRAINER_KEYS = {
 }
 
 
+def _recipe_hint(cfg: DictConfig, error: Exception) -> str:
+    """A user's model on a recipe written for one of ours (the default optim=ptb_lstm reads
+    model.presets): say where the missing model key is asked for."""
+    if builders.has_target(cfg.get("model")) and "'model." in str(error):
+        return ("; the recipe (optim) reads keys of another model: give yours a recipe, optim=NAME or "
+                "`override /optim: NAME` in its defaults (docs/plugins.md)")
+    return ""
+
+
 def check_types(cfg: DictConfig) -> None:
     """Every top-level and trainer key has a value of its type (before anything reads them)."""
     for prefix, node, keys in (("", cfg, TOP_KEYS), ("trainer.", cfg.trainer, TRAINER_KEYS)):
@@ -177,7 +184,8 @@ def check_types(cfg: DictConfig) -> None:
             try:
                 value = node[key]
             except Exception as e:  # an interpolation that cannot resolve
-                raise ConfigError(f"{prefix}{key} does not resolve: {str(e).splitlines()[0]}") from None
+                raise ConfigError(f"{prefix}{key} does not resolve: {str(e).splitlines()[0]}"
+                                  f"{_recipe_hint(cfg, e)}") from None
             if not ok(value):
                 shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
                 raise ConfigError(f"{prefix}{key}={shown!r} must be {what}; e.g. {prefix}{key}={example}")
@@ -323,4 +331,4 @@ def validate(cfg: DictConfig) -> None:
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve (e.g. a key the family lacks)
-        raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}{_recipe_hint(cfg, e)}") from None

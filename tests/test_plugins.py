@@ -139,6 +139,8 @@ def test_the_example_composes_and_validates(tmp_path, monkeypatch):
     ("~model.name", "the model config has no name: add `name: <a name>` beside its _target_"),
     ("model.name=mobilenet", "model.name=mobilenet with a _target_: mobilenet is a built-in family"),
     ("+model.task=language_model", "model mlp is a language_model model but data=blobs is a classification dataset"),
+    ("optim=ptb_lstm", "does not resolve: Interpolation key 'model.size' not found; the recipe (optim) reads keys "
+                       "of another model: give yours a recipe"),
 ])
 def test_bad_plugin_configs_are_one_line(tmp_path, monkeypatch, override, message):
     monkeypatch.syspath_prepend(str(EXAMPLE))
@@ -195,7 +197,8 @@ def test_an_unknown_choice_lists_the_users_options_too(monkeypatch):
     with pytest.raises(SystemExit) as e:
         cli.check_group_choices(["model=nope"], dirs)
     assert e.value.code == 2
-    assert err.getvalue() == "prune-run: error: unknown model 'nope'; valid: gnmt, inception_v3, mlp, mobilenet, ptb_lstm\n"
+    assert err.getvalue() == ("prune-run: error: unknown model 'nope'; valid: gnmt, inception_v3, mlp, mobilenet, "
+                              "ptb_lstm\n")
     cli.check_group_choices(["model=mlp", "data=blobs"], dirs)
 
 
@@ -204,6 +207,7 @@ def test_group_options_and_search_dirs_see_the_users_config_dir(tmp_path):
     for args in (["--config-dir", str(mine)], [f"--config-dir={mine}"], ["-cd", str(mine)]):
         assert search_dirs(["model=mlp", *args]) == [conf_dir(), mine]
     assert search_dirs(["model=mlp"]) == [conf_dir()]
+    assert search_dirs(["-cd", str(tmp_path), "--config-dir", str(mine)]) == [conf_dir(), mine]  # as Hydra: the last
     assert "mlp" in group_options("model", [conf_dir(), mine]) and "mlp" not in group_options("model")
     assert group_options("data", [conf_dir(), mine]) == sorted(group_options("data") + ["blobs"])
 

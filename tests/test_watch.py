@@ -32,7 +32,8 @@ def test_metrics_and_mask_updates_become_scalars(tmp_path):
     assert got == {
         "train/loss": [(10, 2.5)], "train/lr": [(10, pytest.approx(0.1))], "train/sparsity": [(10, 0.25)],
         "valid/perplexity": [(20, 120.0)],
-        "sparsity/target": [(10, 0.5)], "sparsity/achieved": [(10, pytest.approx(0.1))],  # 40 of 400 pruned (TensorBoard keeps float32)
+        # 40 of 400 weights pruned (TensorBoard keeps float32)
+        "sparsity/target": [(10, 0.5)], "sparsity/achieved": [(10, pytest.approx(0.1))],
         "sparsity_layer/fc1.weight": [(10, pytest.approx(0.4))], "sparsity_layer/fc2.weight": [(10, 0.0)],
     }
     # and metrics.csv got the same rows as without TensorBoard
