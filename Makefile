@@ -39,6 +39,7 @@ bench: $(STAMP)  ## speed and memory benchmarks (every scripts/bench_*.py; tens 
 	$(BIN)/python scripts/bench_pruning.py
 	$(BIN)/python scripts/bench_runner.py --family ptb
 	$(BIN)/python scripts/bench_runner.py --family mobilenet
+	$(BIN)/python scripts/bench_tensorboard.py --family ptb
 	$(BIN)/python scripts/bench_gnmt.py
 	$(BIN)/python scripts/bench_gnmt_model.py
 	$(BIN)/python scripts/bench_scale.py sweep

@@ -3,9 +3,10 @@
 Each family module registers a builder with ``@register("name")``. A builder takes the
 composed ``model`` config node and the dataset's metadata (``DataBundle.meta``) and
 returns an ``nn.Module``. Which parameters are pruned is config (``model.prune``), not code.
+A user's model is found the other way, by the ``_target_`` its config names (prune_cli.builders).
 """
 import importlib
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
@@ -26,10 +27,15 @@ def names():
     return sorted(set(FAMILIES) | set(_BUILDERS))
 
 
-def build(model_cfg, meta) -> nn.Module:
-    name = model_cfg.name
+def builder(name: str) -> Optional[Callable[..., nn.Module]]:
+    """The registered builder of family ``name`` (None if there is none)."""
     if name not in _BUILDERS and name in FAMILIES:
         importlib.import_module(f"{__name__}.{FAMILIES[name]}")
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model '{name}'; valid: {', '.join(names())}")
-    return _BUILDERS[name](model_cfg, meta)
+    return _BUILDERS.get(name)
+
+
+def build(model_cfg, meta) -> nn.Module:
+    fn = builder(model_cfg.name)
+    if fn is None:
+        raise ValueError(f"unknown model '{model_cfg.name}'; valid: {', '.join(names())}")
+    return fn(model_cfg, meta)

@@ -3,7 +3,6 @@ import hashlib
 import io
 import re
 import sys
-import warnings
 from typing import List
 
 import hydra
@@ -13,15 +12,18 @@ from hydra.core.plugins import Plugins
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from prune_cli.config import GROUPS, ConfigError, check_family_choices, data_home, group_options, validate
+from prune_cli import identity
+from prune_cli.config import (GROUPS, ConfigError, check_family_choices, data_home, group_options, search_dirs,
+                              validate)
 
 
-def run_id(override_dirname: str) -> str:
-    """Folder name of a run: its identifying overrides, made path-safe (long ones hashed)."""
-    name = override_dirname or "defaults"
-    name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", name)
+def run_id(override_dirname: str, *, _root_=None) -> str:
+    """Folder name of a run: its identifying overrides, made path-safe (long ones hashed); a run
+    composed with a config folder of the user's also names its config's fingerprint (identity.py)."""
+    ident = (override_dirname or "defaults") + (identity.suffix(_root_) if _root_ is not None else "")
+    name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", ident)
     if len(name) > 200:  # file names stop at 255 bytes
-        name = name[:180] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
+        name = name[:180] + "-" + hashlib.sha1(ident.encode()).hexdigest()[:12]
     return name
 
 
@@ -69,9 +71,10 @@ class ValidateFirst(Callback):
         task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         loader = GlobalHydra.instance().hydra.config_loader
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
+        dirs = search_dirs() + identity.user_dirs(config.hydra.runtime.config_sources)
         for batch in BasicSweeper.split_arguments(parsed, None):
             for overrides in batch:
-                check_group_choices(overrides)
+                check_group_choices(overrides, dirs)
                 job = loader.load_sweep_config(config, list(overrides))
                 try:
                     validate(job_config(job))
@@ -79,13 +82,14 @@ class ValidateFirst(Callback):
                     fail(f"{e} (in job: {' '.join(overrides)})")
 
 
-def check_group_choices(args: List[str]) -> None:
-    """`model=nope` would be Hydra's multi-line error; make it one line listing the valid names."""
+def check_group_choices(args: List[str], dirs=None) -> None:
+    """`model=nope` would be Hydra's multi-line error; make it one line listing the valid names
+    (the package's and those in the user's config folders, ``dirs``)."""
     for arg in args:
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or value in ("null", ""):
             continue
-        valid = group_options(key)
+        valid = group_options(key, dirs)
         for choice in re.split(r",(?![^(]*\))", value):
             if re.match(r"^\w+\(", choice):  # a sweep function such as glob(...)
                 continue
@@ -131,16 +135,37 @@ def register_sweeper() -> None:
     plugins.register(DenseFirstSweeper)
 
 
+LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm")  # conf/hydra/launcher/NAME.yaml
+
+
+def extend_launcher_schemas() -> None:
+    """conf/hydra/launcher/NAME.yaml holds the project's defaults for the plugin Hydra stores under
+    the same NAME: a config file named like a schema is deprecated since Hydra 1.1 (its "automatic
+    schema matching" warning). Hydra's migration (upgrades/1.0_to_1.1/automatic_schema_matching):
+    store the schema under another name and extend it in the file's defaults list
+    (``defaults: [NAME_schema, _self_]``), so that users still type hydra/launcher=NAME. The
+    plugins store their schemas when Hydra scans them (Plugins.instance()); rename them after it."""
+    from hydra.core.config_store import ConfigStore
+
+    Plugins.instance()
+    store = ConfigStore.instance()
+    group = store.repo.get("hydra", {}).get("launcher", {})
+    for name in LAUNCHERS:
+        node = group.pop(f"{name}.yaml", None)
+        if node is not None:
+            store.store(name=f"{name}_schema", node=node.node, group="hydra/launcher", package=node.package,
+                        provider=node.provider)
+
+
 def main() -> None:
-    check_group_choices(sys.argv[1:])
-    # conf/hydra/launcher/{joblib,submitit_*}.yaml carry the project's defaults under the plugins'
-    # own names, so Hydra validates them against the plugins' schemas (and says so, each time).
-    warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema with the same name")
+    dirs = search_dirs(sys.argv[1:])
+    check_group_choices(sys.argv[1:], dirs)
     try:
-        check_family_choices(sys.argv[1:])
+        check_family_choices(sys.argv[1:], dirs)
     except ConfigError as e:
         fail(str(e))
     register_sweeper()
+    extend_launcher_schemas()
     entry = hydra.main(config_path="pkg://prune_cli.conf", config_name="config", version_base="1.3")(_task)
     # Until the first job starts, hold Hydra's stderr: a malformed override (a key the config
     # lacks, bad syntax) is several lines and exit 1 there; here it is one line and exit 2.

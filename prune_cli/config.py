@@ -2,13 +2,13 @@
 import os
 import re
 from pathlib import Path
+from typing import List
 
 import yaml
 
 from omegaconf import DictConfig, OmegaConf
 
-from prune_cli import data as datasets
-from prune_cli import models
+from prune_cli import builders, models
 from prune_cli.pruning import CRITERIA, SCHEMES, parse_pattern, pattern_sparsity
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # editable install; see conf_dir()
@@ -30,9 +30,23 @@ def conf_dir() -> Path:
     return Path(list(prune_cli.conf.__path__)[0])
 
 
-def group_options(group: str):
-    folder = conf_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+def search_dirs(args=()) -> List[Path]:
+    """The config folders a command line composes from: the package's conf/, then the folder
+    given with --config-dir / -cd (Hydra searches them in that order; the last one given wins)."""
+    given, args = None, list(args)
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return [conf_dir()] + ([Path(given).expanduser().absolute()] if given else [])
+
+
+def group_options(group: str, dirs=None):
+    """The options of a config group, over ``dirs`` (default: the package's conf/ alone)."""
+    found = set()
+    for folder in dirs or [conf_dir()]:
+        found.update(p.stem for p in (Path(folder) / group).glob("*.yaml"))
+    return sorted(found)
 
 
 def _fraction(name, value, upper_open=True):
@@ -45,21 +59,27 @@ def _fraction(name, value, upper_open=True):
     return value
 
 
-def _yaml(group: str, name: str) -> dict:
-    path = conf_dir() / group / f"{name}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+def _yaml(group: str, name: str, dirs=None) -> dict:
+    for folder in dirs or [conf_dir()]:
+        path = Path(folder) / group / f"{name}.yaml"
+        if path.is_file():
+            try:
+                return yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                return {}  # Hydra reports it, in its own words, when it composes
+    return {}
 
 
-def datasets_for(task: str):
-    """The dataset configs (conf/data) that feed models of ``task``."""
-    return [name for name in group_options("data") if _yaml("data", name).get("task") == task]
+def datasets_for(task: str, dirs=None):
+    """The dataset configs (conf/data and the user's) that feed models of ``task``."""
+    return [name for name in group_options("data", dirs) if _yaml("data", name, dirs).get("task") == task]
 
 
-def check_family(model: str, model_task, data: str, data_task) -> None:
+def check_family(model: str, model_task, data: str, data_task, dirs=None) -> None:
     """A model and a dataset of different families (gnmt on ptb, an LSTM LM on multi30k)."""
     if model_task is not None and data_task is not None and model_task != data_task:
         raise ConfigError(f"model {model} is a {model_task} model but data={data} is a {data_task} dataset; "
-                          f"use data={'|'.join(datasets_for(model_task)) or 'a ' + model_task + ' dataset'}")
+                          f"use data={'|'.join(datasets_for(model_task, dirs)) or 'a ' + model_task + ' dataset'}")
 
 
 def _default_choice(defaults, group: str):
@@ -72,7 +92,7 @@ def _default_choice(defaults, group: str):
     return None
 
 
-def check_family_choices(args) -> None:
+def check_family_choices(args, dirs=None) -> None:
     """``check_family`` on the command line, before Hydra composes: a model's recipe is picked by
     its dataset (``optim: gnmt_${data}``), so gnmt on ptb would otherwise stop Hydra with "Could
     not find 'optim/gnmt_ptb'" instead of saying what is wrong. Only an explicit ``data=`` can
@@ -84,14 +104,15 @@ def check_family_choices(args) -> None:
             given[key] = [c for c in re.split(r",(?![^(]*\))", value) if c and not re.match(r"^\w+\(", c)]
     if not given.get("data"):
         return
-    chosen = given.get("model") or [_default_choice(_yaml("experiment", e).get("defaults"), "model")
+    chosen = given.get("model") or [_default_choice(_yaml("experiment", e, dirs).get("defaults"), "model")
                                     for e in given.get("experiment", [])]
     chosen = [c for c in chosen if c] or [_default_choice(yaml.safe_load((conf_dir() / "config.yaml").read_text())
                                                           .get("defaults"), "model")]
     for model in chosen:
-        model_task = (_yaml("model", model).get("model") or {}).get("task")
+        spec = _yaml("model", model, dirs)
+        model_task = (spec.get("model") if isinstance(spec.get("model"), dict) else spec).get("task")
         for data in given["data"]:
-            check_family(model, model_task, data, _yaml("data", data).get("task"))
+            check_family(model, model_task, data, _yaml("data", data, dirs).get("task"), dirs)
 
 
 def _positive_int(name, value, what):
@@ -140,11 +161,20 @@ TRAINER_KEYS = {
     "eval_every": _POS_INT_OR_NULL, "log_every": _POS_INT, "threads": _POS_INT_OR_NULL,
     "eval_splits": (lambda v: v is None or (OmegaConf.is_list(v) and all(isinstance(x, str) for x in v)),
                     "a list of split names or null", "[test]"),
-    "progress": _BOOL, "channels_last": _BOOL, "compile": _BOOL,
+    "progress": _BOOL, "tensorboard": _BOOL, "channels_last": _BOOL, "compile": _BOOL,
     "precision": (lambda v: v in PRECISIONS, " | ".join(PRECISIONS), "bf16"),
     "keep_steps": (lambda v: OmegaConf.is_list(v) and all(_is_int(x) and x >= 0 for x in v),
                    "a list of steps (non-negative integers)", "[50]"),
 }
+
+
+def _recipe_hint(cfg: DictConfig, error: Exception) -> str:
+    """A user's model on a recipe written for one of ours (the default optim=ptb_lstm reads
+    model.presets): say where the missing model key is asked for."""
+    if builders.has_target(cfg.get("model")) and "'model." in str(error):
+        return ("; the recipe (optim) reads keys of another model: give yours a recipe, optim=NAME or "
+                "`override /optim: NAME` in its defaults (docs/plugins.md)")
+    return ""
 
 
 def check_types(cfg: DictConfig) -> None:
@@ -156,7 +186,8 @@ def check_types(cfg: DictConfig) -> None:
             try:
                 value = node[key]
             except Exception as e:  # an interpolation that cannot resolve
-                raise ConfigError(f"{prefix}{key} does not resolve: {str(e).splitlines()[0]}") from None
+                raise ConfigError(f"{prefix}{key} does not resolve: {str(e).splitlines()[0]}"
+                                  f"{_recipe_hint(cfg, e)}") from None
             if not ok(value):
                 shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
                 raise ConfigError(f"{prefix}{key}={shown!r} must be {what}; e.g. {prefix}{key}={example}")
@@ -230,12 +261,36 @@ def _check_controls(cfg: DictConfig, sparsity: float) -> None:
             raise ConfigError(str(e)) from None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first problem found in ``cfg``; return quietly when it is fine."""
-    check_types(cfg)
-    m = cfg.model
-    if m.name not in models.names():
+def check_builders(cfg: DictConfig) -> None:
+    """The model's builder can be found (a registered family or an importable ``_target_``), both
+    configs have a name (a family and a dataset in results and the report), and the data declares
+    a task prune-cli trains. (Whether the builders return an nn.Module and a DataBundle is known
+    only once they have run: prune_cli/train/run.py checks that before the run folder is made.)"""
+    from prune_cli.train.tasks import TASKS
+
+    m, d = cfg.model, cfg.data
+    for group, node in (("model", m), ("data", d)):
+        if node.get("name") is None:
+            raise ConfigError(f"the {group} config has no name: add `name: <a name>` beside its _target_ "
+                              f"(results and the report know the {group} by it)")
+    if builders.has_target(m):
+        if m.name in models.FAMILIES:
+            raise ConfigError(f"model.name={m.name} with a _target_: {m.name} is a built-in family; "
+                              "give your model a name of its own")
+        try:
+            builders.locate(m, "model")
+        except builders.BuildError as e:
+            raise ConfigError(str(e)) from None
+    elif m.name not in models.names():
         raise ConfigError(f"unknown model '{m.name}'; valid: {', '.join(models.names())}")
+    if d.get("task") is None:
+        raise ConfigError(f"data '{d.name}' declares no task; add `task: {' | '.join(TASKS)}` to its config")
+    if d.task not in TASKS:
+        raise ConfigError(f"data.task={d.task} is not a task prune-cli trains; use one of {', '.join(TASKS)}")
+
+
+def check_family_keys(m: DictConfig) -> None:
+    """The built-in families' size keys: model.size a preset, width a multiplier, hidden/units counts."""
     if "presets" in m and "size" in m and m.size not in m.presets:
         raise ConfigError(f"unknown model.size '{m.size}' for {m.name}; valid: {', '.join(m.presets)}")
     if "width" in m:
@@ -248,6 +303,15 @@ def validate(cfg: DictConfig) -> None:
     for key in ("hidden", "units"):
         if key in m and (not isinstance(m[key], int) or m[key] < 1):
             raise ConfigError(f"model.{key}={m[key]} must be a positive integer")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first problem found in ``cfg``; return quietly when it is fine."""
+    check_types(cfg)
+    m = cfg.model
+    check_builders(cfg)
+    if not builders.has_target(m):  # a user's model: its keys mean what its builder says
+        check_family_keys(m)
     check_family(m.name, m.get("task"), cfg.data.name, cfg.data.get("task"))
     if "beam_size" in m:
         _positive_int("model.beam_size", m.beam_size, "beams in beam search; 1 = greedy decoding")
@@ -304,13 +368,13 @@ def validate(cfg: DictConfig) -> None:
 
     _writable_dir(cfg.results_dir)
     try:
-        datasets.check(cfg.data)
-    except datasets.DataError as e:
+        builders.data_builder(cfg.data)
+    except builders.BuildError as e:
         raise ConfigError(str(e)) from None
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve (e.g. a key the family lacks)
-        raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}{_recipe_hint(cfg, e)}") from None
     _check_controls(cfg, sparsity)
     from prune_cli.train import budget  # budget=equal_compute: its partner is checked like a run
 

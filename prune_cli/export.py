@@ -258,9 +258,9 @@ def build_model(exported: Exported) -> torch.nn.Module:
     """The run's model rebuilt from the file's config and model_meta, with its weights loaded (dense layout)."""
     from omegaconf import OmegaConf
 
-    from prune_cli import models
+    from prune_cli import builders
     meta = json.loads(exported.metadata.get("model_meta") or "{}")
-    model = models.build(OmegaConf.create(exported.config["model"]), meta)
+    model = builders.build_model(OmegaConf.create(exported.config["model"]), meta)
     state = {n: t.to_dense().view(exported.shapes[n]) if t.layout == torch.sparse_csr else t
              for n, t in exported.state_dict.items()}
     model.load_state_dict(state)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from prune_cli.cli import gpus
+from prune_cli.cli import extend_launcher_schemas, gpus
 from prune_cli.train.distributed import set_threads
 from test_run_e2e import TINY, data_root, prune_run, read_csv  # noqa: F401  (data_root is a fixture)
 
@@ -53,6 +53,7 @@ def test_threads_split_between_joblib_jobs_and_set_at_every_run(monkeypatch):
 def test_launcher_defaults_compose_with_project_values():
     from hydra import compose, initialize_config_module
 
+    extend_launcher_schemas()  # as prune-run does: the plugins' schemas under NAME_schema (no warning)
     with initialize_config_module("prune_cli.conf", version_base="1.3"):
         slurm = compose("config", overrides=["hydra/launcher=submitit_slurm", "device=cpu",
                                              "hydra.launcher.tasks_per_node=4"], return_hydra_config=True)

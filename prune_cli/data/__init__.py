@@ -3,7 +3,8 @@
 A builder takes the composed ``data`` config node (``data.root`` already resolved to a
 path) and the run's seed, and returns a :class:`DataBundle`. Builders check their files
 in :func:`check` *before* any work, so that a missing file is one clear line, not a
-traceback half-way through a run.
+traceback half-way through a run. A user's dataset is found the other way, by the ``_target_``
+its config names (prune_cli.builders), and returns the same DataBundle.
 """
 import hashlib
 import importlib
@@ -103,6 +104,12 @@ def check(data_cfg) -> None:
         raise DataError(f"unknown data '{data_cfg.name}'; valid: {', '.join(names())}")
     if data_cfg.name in _CHECKS:
         _CHECKS[data_cfg.name](data_cfg)
+
+
+def builder(name: str) -> Callable[..., DataBundle]:
+    """The registered builder of dataset ``name`` (after :func:`check`)."""
+    _load_all()
+    return _BUILDERS[name]
 
 
 def build(data_cfg, seed: int) -> DataBundle:

@@ -58,7 +58,8 @@ def _check(args) -> None:
 
 def readable(result: dict) -> str:
     unit = next(u for u in UNITS.values() if f"{u}_per_s" in result or u in result)
-    quality = " ".join(f"{k} {result[k]:.4f}" for ks in QUALITY.values() for k in ks if k in result and k != "loss")
+    names = dict.fromkeys(k for ks in QUALITY.values() for k in ks if k != "loss")  # each once, in order
+    quality = " ".join(f"{k} {result[k]:.4f}" for k in names if k in result)
     sparse = sum(1 for d in result["layers"] if d["kernel"] == "sparse")
     dense = len(result["layers"]) - sparse
     shape = f"batch {result['batch_size']}" + (f" x {result['bptt']} tokens" if "bptt" in result else "")

@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prune_cli import data as datasets
-from prune_cli import models
-from prune_cli.train.tasks import build_task
+from prune_cli import builders
+from prune_cli.data import DataError
+from prune_cli.train.tasks import build_task, task_name
 
 from .kernels import MODES
 from .modules import decisions, sparsify
@@ -156,15 +156,17 @@ def load(path, data_root: Optional[str] = None, batch_size: Optional[int] = None
     data = None
     if with_data:
         try:
-            data = datasets.build(cfg.data, int(cfg.get("seed", 0)))
-        except datasets.DataError as e:
+            data = builders.build_data(cfg.data, int(cfg.get("seed", 0)))
+        except (builders.BuildError, DataError) as e:
             raise InferError(str(e)) from None
         meta = data.meta
     else:
         meta = meta_from_file(exported, cfg, state, shapes)
     try:
-        model = models.build(cfg.model, meta)
+        model = builders.build_model(cfg.model, meta)
         model.load_state_dict(state, strict=True)
+    except builders.BuildError as e:
+        raise InferError(str(e)) from None
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise InferError(f"{path}: the weights do not fit the model its config describes "
                          f"({str(e).splitlines()[0][:160]}); give a file written by prune-export") from None
@@ -234,8 +236,8 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
     all) and the model's speed there. One batch runs first, untimed, fresh (no state carried):
     it makes every layer's dense/CSR choice and warms the caches."""
     cfg, data = loaded.cfg, loaded.data
-    task_name = str(cfg.model.get("task"))
-    if task_name == "translation":  # prune-infer reports BLEU of greedy decoding (the fast path)
+    task = str(task_name(cfg))
+    if task == "translation":  # prune-infer reports BLEU of greedy decoding (the fast path)
         cfg = cfg.copy()
         with open_dict(cfg):
             cfg.trainer.eval_beam_size = 1
@@ -259,11 +261,11 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         if max_batches is not None:
             batches = itertools.islice(batches, max_batches)
         metrics = build_task(cfg, device, data.meta).evaluate(timed, timed.batches(batches))
-    unit = UNITS.get(task_name, "items")
+    unit = UNITS.get(task, "items")
     count = int(metrics.get(unit, 0))
     total = sum(timed.times)
     out = {"model": str(cfg.model.name), "dataset": str(cfg.data.name), "split": split}
-    out.update({k: float(metrics[k]) for k in QUALITY.get(task_name, ()) if k in metrics})
+    out.update({k: float(metrics[k]) for k in QUALITY.get(task, ()) if k in metrics})
     out.update({
         unit: count, f"{unit}_per_s": count / total if total > 0 else math.nan,
         "latency_ms": 1e3 * _median(timed.times), "cpu_latency_ms": 1e3 * _median(timed.cpu),
@@ -274,7 +276,7 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         "decode_s": round(loaded.decode_s, 6),
         "layers": [d.as_dict() for d in decisions(loaded.choices)],
     })
-    if task_name == "language_model":
+    if task == "language_model":
         out["bptt"] = int(cfg.data.get("eval_bptt", cfg.data.get("bptt", 0)) or 0)
     return out
 

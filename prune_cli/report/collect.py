@@ -40,8 +40,8 @@ RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "
 # the keys conf/config.yaml excludes from a run's identity (hydra.job.config.override_dirname.
 # exclude_keys; a test keeps the two lists equal), plus run_id, which is derived from the rest.
 NOT_IDENTITY = ("seed", "run_id", "results_dir", "exp_name", "experiment", "device",
-                "trainer.progress", "trainer.threads", "data.root", "data.download", "data.cache_dir",
-                "trainer.keep_steps")
+                "trainer.progress", "trainer.tensorboard", "trainer.threads", "data.root", "data.download",
+                "data.cache_dir", "trainer.keep_steps")
 _DEEPEST = 2 * max(k.count(".") for k in NOT_IDENTITY)   # indent of the deepest such key
 # issue 17: what a run costs (train/costs.py) and, for an equal-compute run, its budget
 MACS = ["infer_macs_dense", "infer_macs", "train_macs", "train_macs_sparse_kernels", "train_macs_pipeline"]
@@ -100,10 +100,31 @@ def _num(x):
     return None if math.isnan(v) else v
 
 
+# Keys of a model config that do not tell one base model of a family from another.
+NOT_BASE = ("_target_", "name", "task", "prune")
+
+
+def config_base(model_config) -> str:
+    """A family the report does not know (a user's model, prune-run --config-dir): its base model
+    is named by the scalar keys of its model config, e.g. "depth=2,hidden=64" (a sweep over any
+    model.<key> gives bases that differ in it). "" when there is no usable model config."""
+    try:
+        spec = json.loads(model_config) if isinstance(model_config, str) else None
+    except ValueError:
+        return ""
+    if not isinstance(spec, dict):
+        return ""
+    return ",".join(f"{k}={v}" for k, v in sorted(spec.items())
+                    if k not in NOT_BASE and isinstance(v, (int, float, str, bool)))
+
+
 def base_of(s: dict) -> tuple[str, float]:
     """Base-model label (size / width / units) and a number that sorts it small to large."""
     fam = s.get("family")
     size, hidden, width, units = s.get("size"), s.get("hidden"), s.get("width"), s.get("units")
+    if fam not in FAMILIES and config_base(s.get("model_config")):
+        # sorted by the dense model's size: a base's dense and sparse runs have the same params_total
+        return config_base(s.get("model_config")), float(_num(s.get("params_total")) or 0.0)
     if fam == "ptb_lstm" or (fam not in FAMILIES and size):
         label = str(size).lower() if size else None
         # A size names the paper's model only at its own width: model.size=small with

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from prune_cli.pruning.compute import ForwardCost, forward_cost, steps_macs
+from prune_cli.train.tasks import task_name
 
 UNITS = {"classification": "image", "language_model": "token", "translation": "sentence pair"}
 EXAMPLES = 2  # units in the example batch (batch norm in training mode needs 2 values per channel)
@@ -57,15 +58,15 @@ class RunCosts:
 def examples_per_step(cfg) -> int:
     """Units one optimizer step trains on: the global batch, times bptt for a language model."""
     batch = int(cfg.data.batch_size)
-    return batch * int(cfg.data.bptt) if cfg.model.task == "language_model" else batch
+    return batch * int(cfg.data.bptt) if task_name(cfg) == "language_model" else batch
 
 
 def meta_model(cfg, meta: dict) -> torch.nn.Module:
     """The run's model built on the meta device (its structure and parameter names, no weights)."""
-    from prune_cli import models
+    from prune_cli import builders  # a built-in family or the user's _target_, as the run builds it
 
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return models.build(cfg.model, meta)
+        return builders.build_model(cfg.model, meta)
 
 
 def _lengths(meta: dict, split: str) -> Tuple[float, float]:
@@ -84,9 +85,9 @@ def infer_split(meta: dict) -> str:
 def run_costs(cfg, meta: dict, model: torch.nn.Module = None) -> RunCosts:
     """The MACs per unit of the run of ``cfg`` on data with ``meta``; CostError when they cannot
     be counted. ``model``: a meta-device build of cfg.model (built here when not given)."""
-    task = cfg.model.get("task")
+    task = task_name(cfg)
     if task not in UNITS:
-        raise CostError(f"model.task={task} has no MAC unit (known: {', '.join(UNITS)})")
+        raise CostError(f"task {task} has no MAC unit (known: {', '.join(UNITS)})")
     if model is None:
         try:
             model = meta_model(cfg, meta)

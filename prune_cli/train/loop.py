@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
-from tqdm import tqdm
 
 from prune_cli.train import checkpoint as ckpt
-from prune_cli.train import distributed
+from prune_cli.train import distributed, progress
 from prune_cli.train.optim import learning_rate
 from prune_cli.train.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32, grad_scaler
 from prune_cli.train.stop import Stopped
@@ -103,8 +102,7 @@ def fit(*, model, task, data, optimizer, pruner, cfg, folder, state: LoopState, 
         if state.step in keep_steps:
             keep()
 
-    bar = tqdm(total=total_steps, initial=state.step, disable=not t.progress, dynamic_ncols=True,
-               desc=f"{cfg.model.name}", unit="step", mininterval=1.0)
+    bar = progress.bar(total_steps, state.step, t.progress and folder.writes, desc=f"{cfg.model.name}")  # rank 0
     started = time.perf_counter() - state.elapsed
     while state.step < total_steps:
         epoch, offset = divmod(state.step, spe)

@@ -47,11 +47,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class RunFolder:
-    """``writes=False``: a data-parallel rank other than 0, which reads the folder but never writes it."""
+    """``writes=False``: a data-parallel rank other than 0, which reads the folder but never writes it.
+
+    ``watchers``: more places every metrics and sparsity row goes to, beside the CSV files (a
+    TensorBoard log, train/watch.py): objects with ``metrics(step, split, row)``,
+    ``sparsity(step, stats)`` and ``close()``.
+    """
 
     def __init__(self, path, writes: bool = True):
         self.path = Path(path)
         self.writes = writes
+        self.watchers = []
         self.metrics = self.path / "metrics.csv"
         self.sparsity = self.path / "sparsity.csv"
         self.checkpoint = self.path / "checkpoint.pt"
@@ -107,10 +113,18 @@ class RunFolder:
 
     def log_metrics(self, step: int, epoch: float, split: str, metrics: dict) -> None:
         self._append(self.metrics, [[step, f"{epoch:.4f}", split, k, repr(float(v))] for k, v in metrics.items()])
+        for w in self.watchers:
+            w.metrics(step, split, metrics)
 
     def log_sparsity(self, step: int, stats) -> None:
         self._append(self.sparsity, [[step, s.name, s.numel, s.nnz, repr(s.target_sparsity), repr(s.sparsity)]
                                      for s in stats])
+        for w in self.watchers:
+            w.sparsity(step, stats)
+
+    def close(self) -> None:
+        while self.watchers:
+            self.watchers.pop().close()
 
     def write_summary(self, record: dict) -> None:
         if not self.writes:

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from omegaconf import open_dict
 
+from prune_cli import builders
 from prune_cli import data as datasets
-from prune_cli import models
 from prune_cli.config import ConfigError, effective_sparsity
 from prune_cli.pruning import GradualSchedule, Pruner, storage_report
 from prune_cli.pruning.compute import masked_nnz
 from prune_cli.train import budget as budgets
 from prune_cli.train import checkpoint as ckpt
-from prune_cli.train import costs, distributed
+from prune_cli.train import costs, distributed, watch
 from prune_cli.train import start as starts
 from prune_cli.train.loop import DivergedError, LoopState, cfg_container, fit
 from prune_cli.train.lock import RunningElsewhere, claim
@@ -37,7 +37,7 @@ log = logging.getLogger("prune_cli")
 # data.task follows from data.name (it is there for validation), so checkpoints written before
 # it existed still resume.
 VOLATILE = ("results_dir", "exp_name", "device", "init_from", "trainer.progress", "trainer.threads", "data.root",
-            "data.download", "data.cache_dir", "data.task", "trainer.keep_steps")
+            "data.download", "data.cache_dir", "data.task", "trainer.keep_steps", "trainer.tensorboard")
 # Keys added after checkpoints were written: at their default they mean what their absence did.
 ADDED = {"pruning.criterion": "magnitude", "pruning.mask_from": None, "pruning.rewind_step": None}
 
@@ -111,7 +111,9 @@ def build_schedule(cfg, steps_per_epoch: int, total_steps: int, from_trained: bo
     return GradualSchedule(sparsity, min(p.initial_sparsity, sparsity), begin, end, freq)
 
 
-def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device, task=None) -> dict:
+def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, device, task=None,
+                   meta_keys=("num_classes", "image_size", "vocab_size")) -> dict:
+    """``meta_keys``: the keys of data.meta the model builder read (builders.build_model)."""
     m = cfg.model
     report = storage_report(model, pruner.masks)
     masked = pruner.stats()
@@ -129,8 +131,8 @@ def summary_record(cfg, run_id, model, data, pruner, state, final, init_from, de
         "seed": cfg.seed, "lr": float(state.extra.get("lr", cfg.optim.lr)), "init_from": init_from,
         "git_sha": git_sha(), "torch_version": torch.__version__, "device": str(device),
         "python": platform.python_version(), "model_config": json.dumps(cfg_container(m), sort_keys=True),
-        # what models.build reads from the data: prune-export's files rebuild the model without it
-        "model_meta": {k: data.meta[k] for k in ("num_classes", "image_size", "vocab_size") if k in data.meta},
+        # what the model builder read from the data: prune-export's files rebuild the model without it
+        "model_meta": {k: data.meta[k] for k in sorted(meta_keys) if isinstance(data.meta.get(k), (int, float, str))},
         "status": "finished",
     }
     if "perplexity" in final.get("test", {}) or "perplexity" in final.get("valid", {}):
@@ -177,7 +179,8 @@ def run(cfg) -> None:
         if parallel.is_main:
             print(f"prune-run: {run_dir}: {e}", file=sys.stderr)
         sys.exit(e.status)
-    except (RunError, ConfigError, starts.StartError, ckpt.CheckpointError, datasets.DataError) as e:
+    except (RunError, ConfigError, starts.StartError, ckpt.CheckpointError, datasets.DataError,
+            builders.BuildError) as e:
         if parallel.is_main:
             print(f"prune-run: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -199,13 +202,14 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         return
     device = parallel.device
     seed_everything(cfg.seed)
-    data = datasets.build(cfg.data, cfg.seed)
+    data = builders.build_data(cfg.data, cfg.seed)
     if parallel.enabled:
         if cfg.data.batch_size % parallel.world_size:
             raise RunError(f"data.batch_size={cfg.data.batch_size} (the global batch) does not split evenly over "
                            f"{parallel.world_size} ranks; use a multiple of {parallel.world_size}")
         data.train_epoch = distributed.sharded(data.train_epoch, parallel)
-    model = models.build(cfg.model, data.meta).to(device)
+    meta_keys = set()  # what the builder reads from data.meta (summary.json: model_meta)
+    model = builders.build_model(cfg.model, data.meta, meta_keys).to(device)
     if parallel.rank > 0:  # same initial weights everywhere; each rank its own dropout stream
         seed_everything(cfg.seed + parallel.rank)
     if cfg.trainer.channels_last:
@@ -224,7 +228,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
     mine = state["ranks"][parallel.rank] if state is not None and parallel.enabled else state
     start = starts.decide(cfg, state)  # where the weights and masks come from (train/start.py)
     if state is None:
-        start.load_weights(model, lambda: models.build(cfg.model, data.meta), cfg.seed)
+        start.load_weights(model, lambda: builders.build_model(cfg.model, data.meta), cfg.seed)
     init_from = start.init_from
 
     # Sections 4.1 and 4.3: pruning a trained model has a recipe of its own (train/optim.recipe).
@@ -267,6 +271,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
     log.setLevel(logging.INFO)
     say = log.info
     try:
+        watch.attach(folder, cfg.trainer, resume_step=loop.step if state is not None else None)
         say(("resume" if state else "start") + f" {folder.path} at step {loop.step}/{total} on {device}; "
             f"{sum(p.numel() for p in model.parameters()):,} params; schedule {schedule}; init {start}"
             + (f"; {parallel.world_size} ranks" if parallel.enabled else "")
@@ -302,7 +307,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
             final[split] = task.evaluate(model.eval(), data.eval_splits[split](), final=True)
             folder.log_metrics(loop.step, loop.step / spe, split, final[split])
             say(f"final {split} " + " ".join(f"{k} {v:.4g}" for k, v in final[split].items()))
-        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task)
+        record = summary_record(cfg, run_id, model, data, pruner, loop, final, init_from, device, task, meta_keys)
         record.update(world_size=parallel.world_size, precision=cfg.trainer.get("precision", "fp32"),
                       compile=bool(cfg.trainer.get("compile", False)), **start.summary())
         if run_costs is not None:
@@ -317,6 +322,7 @@ def _run(cfg, folder: RunFolder, run_id: str, hydra_cfg, parallel: distributed.P
         for h in (handler, console):
             log.removeHandler(h)
         handler.close()
+        folder.close()
 
 
 class _TqdmHandler(logging.Handler):

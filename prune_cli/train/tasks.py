@@ -212,9 +212,15 @@ TASKS = {"language_model": LanguageModelTask, "classification": ClassificationTa
          "translation": TranslationTask}
 
 
+def task_name(cfg) -> str:
+    """The run's task: the model's ``task`` where it says one (the built-in families do), else the
+    one its data declares (``data.task``: a user's model trains on what its data is for)."""
+    return cfg.model.get("task") or cfg.data.get("task")
+
+
 def build_task(cfg, device, meta=None):
-    """The task of ``cfg.model.task``; ``meta`` is the dataset's (DataBundle.meta)."""
-    name = cfg.model.task
+    """The task of the run (task_name); ``meta`` is the dataset's (DataBundle.meta)."""
+    name = task_name(cfg)
     if name not in TASKS:
         raise ValueError(f"unknown model.task '{name}'; valid: {', '.join(TASKS)}")
     return TASKS[name](cfg, device, meta)
