@@ -41,9 +41,14 @@ def suffix(job_cfg) -> str:
     """",config=<fingerprint>" for a run composed with a user's config folder, else ""."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
+    # A job's config as a sweeper loads it still has its hydra node (the sweeper names the run
+    # folders it waits for, prune_cli/sweeper); the task's has not, and HydraConfig is its job's.
+    if "hydra" in job_cfg:
+        hydra = job_cfg.hydra
+    elif HydraConfig.initialized():
+        hydra = HydraConfig.get()
+    else:
         return ""
-    hydra = HydraConfig.get()
     if not user_dirs(hydra.runtime.config_sources):
         return ""
     return ",config=" + fingerprint(job_cfg, hydra.job.config.override_dirname.exclude_keys)

@@ -50,7 +50,7 @@ def wave(cfg: DictConfig) -> int:
 def run_folder(cfg: DictConfig) -> Path:
     """Where a job of the sweep writes (as train/run.py: results_dir/runs/exp_name/run_id)."""
     from prune_cli.cli import run_id
-    return Path(cfg.results_dir, "runs", str(cfg.exp_name), run_id(cfg.hydra.job.override_dirname))
+    return Path(cfg.results_dir, "runs", str(cfg.exp_name), run_id(cfg.hydra.job.override_dirname, _root_=cfg))
 
 
 def wait_for(folders: dict, poll: float = POLL_S) -> list:
