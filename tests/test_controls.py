@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -396,6 +397,39 @@ def test_report_tells_the_controls_apart_and_groups_their_seeds(tmp_path):
     csv = to_csv_frame(pts)
     assert {"criterion", "masks", "init", "mask_sources"} <= set(csv.columns)
     assert {"criterion", "masks", "init", "mask_source"} <= set(runs.columns)
+
+
+def test_pairing_rows_put_each_control_beside_magnitude_pruning_and_the_small_dense_model(tmp_path):
+    """Each control is a row of its own, labelled, compared with the small-dense model at its NNZ
+    and with the magnitude-pruned model of its base and sparsity (Welch's test, 2 seeds a side);
+    the figure draws each control as a curve of its own."""
+    from prune_cli.report.collect import collect
+    from prune_cli.report.figures import quality_vs_nnz
+    from prune_cli.report.points import group
+    from prune_cli.report.tables import pairing_table
+
+    from test_report_points import lm
+    ppl = {"magnitude": (100.0, 101.0), "random": (130.0, 131.0), "scratch": (100.5, 100.6)}
+    fields = {"magnitude": {}, "random": dict(criterion="random"),
+              "scratch": dict(init="fresh", mask_from="/r/src", mask_source="c/magnitude")}
+    for kind, seed in itertools.product(ppl, (0, 1)):
+        lm(tmp_path, f"c/{kind},seed={seed}", 384, 0.9, 1000, ppl[kind][seed], seed, cfg_over=False, **fields[kind])
+    for seed, value in ((0, 150.0), (1, 152.0)):
+        lm(tmp_path, f"d/h48,seed={seed}", 48, 0.0, 1010, value, seed, cfg_over=False)
+    points, _ = group(collect(tmp_path).runs)
+    table = pairing_table(points)
+    rows = {r["control"]: r for r in table.csv.to_dict("records")}
+    assert set(rows) == {"", "random", "fixed masks, fresh init"}
+    assert all(r["dense by NNZ"] == "hidden=48" and r["verdict at equal steps"] == "wins" for r in rows.values())
+    assert np.isnan(rows[""].get("advantage over magnitude", np.nan))  # the magnitude row answers to nothing
+    random, scratch = rows["random"], rows["fixed masks, fresh init"]
+    assert random["advantage over magnitude"] == -30.0 and random["verdict vs magnitude"] == "loses"
+    assert random["p vs magnitude"] < 0.05
+    assert scratch["advantage over magnitude"] == pytest.approx(-0.05) and scratch["verdict vs magnitude"] == "within noise"
+    labels = list(table.show["sparse model"])
+    assert "hidden=384 @ 90% (random)" in labels and "hidden=384 @ 90% (fixed masks, fresh init)" in labels
+    (figure,) = quality_vs_nnz(points, {"rows": []}, tmp_path / "fig")
+    assert figure.name.startswith("quality_vs_nnz")
 
 
 def test_a_mask_source_not_found_stops_the_run_before_anything_is_written(compose, tmp_path, capsys):

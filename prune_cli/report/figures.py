@@ -105,7 +105,8 @@ def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[Fi
                  "one seed per point, so no error bars")
         cap = (f"{', '.join(SHORT[m] for m in metrics)} against NNZ parameters (log x) for "
                f"{spec.get('title', fam)} on {label}: the dense models of growing size form one "
-               f"curve, each pruned base model another (sparsity rising along it); {seeds}"
+               f"curve, each pruned base model another (sparsity rising along it; an N:M pattern or a "
+               f"control such as random pruning is a curve of its own); {seeds}"
                + ("; hollow labelled markers are the paper's published values." if prow else
                   "; no paper values are overlaid (the paper used another dataset"
                   + (" or the runs do not say their direction" if fam == "gnmt" else "") + ")."))
@@ -141,10 +142,10 @@ def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
             if len(dense):
                 ax.errorbar(dense[col], dense[metric], yerr=_yerr(dense[f"{metric}_std"]), marker="o",
                             capsize=3, label="dense (growing size)")
-            for base, part in have[have["target_sparsity"] > 0].groupby("base", sort=False):
+            for (base, ctl), part in have[have["target_sparsity"] > 0].groupby(["base", "control"], sort=False):
                 part = pd.concat([dense[dense["base"] == base], part.sort_values("target_sparsity")])
                 ax.errorbar(part[col], part[metric], yerr=_yerr(part[f"{metric}_std"]), marker="s",
-                            capsize=3, label=f"pruned from {base}")
+                            capsize=3, label=f"pruned from {base}" + (f", {ctl}" if ctl else ""))
             if twin.any():
                 t = have[twin]
                 ax.errorbar(t[col], t[metric], yerr=_yerr(t[f"{metric}_std"]), marker="D", ls="none",
@@ -194,10 +195,14 @@ def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
                     capsize=3, label="dense at a sparse model's training MACs")
     sparse = grp[grp["target_sparsity"] > 0]
     schemes = sparse["scheme"].nunique() > 1
-    for (base, pr, sch), part in sparse.groupby(["base", "pruning", "scheme"], sort=False):
+    # one curve per way of pruning: scheme, N:M pattern, and issue 18's controls (random masks,
+    # fixed masks from scratch or rewound), each starting from its base model's dense point
+    for (base, pr, sch, pat, ctl), part in sparse.groupby(["base", "pruning", "scheme", "pattern", "control"],
+                                                           sort=False):
         part = pd.concat([dense[dense["base"] == base], part.sort_values("target_sparsity")])
         part = part[part[m].notna()]
-        lab = f"pruned from {base}" + (f" ({sch})" if schemes else "")
+        lab = (f"pruned from {base}" + (f" ({sch})" if schemes else "")
+               + (f" {pat}" if pat not in ("none", "unstructured") else "") + (f", {ctl}" if ctl else ""))
         line = ax.errorbar(part["params_nnz"], part[m], yerr=_yerr(part[f"{m}_std"]),
                            marker="s", capsize=3, label=lab)
         color.setdefault(base, line[0].get_color())

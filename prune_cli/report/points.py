@@ -59,7 +59,7 @@ def group(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(points, runs): one row per point with n_seeds, means (plain metric names), `<col>_std`,
     `<metric>_n` (seeds that measured it), seeds, runs, duplicates, variant; and the runs with
     their `point_id` and `duplicate_of` (empty for the run that is counted)."""
-    cols = [*KEYS, "point_id", "n_seeds", "seeds", "runs", "mask_sources", "duplicates", "variant", *MEANS,
+    cols = [*KEYS, "point_id", "n_seeds", "seeds", "runs", "mask_sources", "duplicates", "variant", "control", *MEANS,
             *[f"{c}_std" for c in STDS], *[f"{m}_n" for m in QUALITY], *FIRST]
     if runs.empty:
         return pd.DataFrame(columns=cols), runs.assign(point_id="", duplicate_of="")
@@ -85,6 +85,7 @@ def group(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = out.reset_index()
     out["duplicates"] = [dup.get(i, "") for i in out["point_id"]]
     out["variant"] = _variants(out, kept)
+    out["control"] = [control(r) for r in out[["masks", "init", "criterion"]].to_dict("records")]
     out = out.sort_values(ORDER, kind="stable").reset_index(drop=True)
     back = df.drop(columns=["skey", "seed_key", "_named"]).loc[runs.index]
     return out[cols], back
@@ -150,7 +151,7 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
     quality metric and for NNZ and model size (std empty for a single seed), then the runs."""
     ident = ["point_id", "family", "model", "dataset", "direction", "synthetic", "size", "width",
              "hidden", "units", "base", "target_sparsity", "pattern", "pruning", "scheme",
-             "criterion", "masks", "init", "variant", "config_key", "n_seeds", "seeds"]
+             "criterion", "masks", "init", "control", "variant", "config_key", "n_seeds", "seeds"]
     out = points[ident].copy()
     for c in [*QUALITY, "params_nnz", "model_size_mb"]:
         out[f"{c}_mean"] = points[c]

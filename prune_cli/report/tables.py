@@ -302,6 +302,18 @@ def _twin_for(twins: pd.DataFrame, c: dict, nearest) -> dict | None:
     return order.sort_values(["_other", "_conv", "params_nnz"], kind="stable").iloc[0].to_dict()
 
 
+def _magnitude_for(points: pd.DataFrame, c: dict) -> dict | None:
+    """The point a control (random masks, fixed masks) answers to: the same base model pruned the
+    paper's way (its own magnitude masks) to the same sparsity, scheme and pattern; the one with
+    the most seeds."""
+    same = points[(points["target_sparsity"] > 0) & (points["control"] == "") & (points["base"] == c["base"])
+                  & (points["skey"] == c["skey"]) & (points["scheme"] == c["scheme"])
+                  & (points["pattern"] == c["pattern"])]
+    if same.empty:
+        return None
+    return same.sort_values("n_seeds", ascending=False, kind="stable").iloc[0].to_dict()
+
+
 def _ratio(a, b) -> float:
     return a / b if b and b > 0 and not math.isnan(b) else np.nan
 
@@ -333,8 +345,11 @@ def pairing_table(configs: pd.DataFrame) -> Table:
             label = f"{c['base']} @ {fmt_sparsity(c['target_sparsity'])}"
             if c["pattern"] not in ("none", "unstructured"):
                 label += f" ({c['pattern']})"
+            if c["control"]:
+                label += f" ({c['control']})"
             if c["variant"]:
                 label += f" [{c['variant']}]"
+            r["control"] = c["control"]
             d = {"family": c["family"], "dataset": fmt_dataset(c, True), "sparse model": label,
                  "NNZ / size": f"{fmt_nnz(c['params_nnz'])} / {fmt_num(c['model_size_mb'], 2)} MB",
                  "quality": f"{SHORT[m]} {fmt_pm(c[m], c[f'{m}_std'], c[f'{m}_n'])}"}
@@ -374,6 +389,20 @@ def pairing_table(configs: pd.DataFrame) -> Table:
                 if by == "NNZ":
                     d["inference MACs ratio"] = fmt_num(r["inference MACs ratio"])
                     d["training MACs ratio"] = fmt_num(r["training MACs ratio"])
+            if c["control"]:  # issue 18: a control against the paper's magnitude pruning at its NNZ
+                o = _magnitude_for(grp, c)
+                adv = better(m, c[m], o[m]) if o is not None else np.nan
+                se, p, verdict = (np.nan, np.nan, "") if o is None else compare(
+                    adv, c[f"{m}_std"], c[f"{m}_n"], o[f"{m}_std"], o[f"{m}_n"])
+                r.update({"magnitude-pruned: quality": np.nan if o is None else o[m],
+                          "magnitude-pruned: quality std": np.nan if o is None else o[f"{m}_std"],
+                          "magnitude-pruned: n": np.nan if o is None else o[f"{m}_n"],
+                          "advantage over magnitude": adv, "SE vs magnitude": se, "p vs magnitude": p,
+                          "verdict vs magnitude": verdict})
+                d["magnitude-pruned"] = "none" if o is None else fmt_pm(o[m], o[f"{m}_std"], o[f"{m}_n"])
+                d["advantage over magnitude"] = fmt_num(adv, sign=True)
+                d["p vs magnitude"] = NA_ONE_SEED if verdict == NA_ONE_SEED else fmt_p(p)
+                d["verdict vs magnitude"] = verdict
             r["runs"] = c["runs"]
             rows.append(r)
             show.append(d)
