@@ -48,6 +48,7 @@ bench: $(STAMP)  ## speed and memory benchmarks (every scripts/bench_*.py; tens 
 	$(BIN)/python scripts/bench_precision.py --family ptb --out results/bench/precision_ptb.json
 	$(BIN)/python scripts/bench_infer.py
 	$(BIN)/python scripts/bench_report.py
+	$(BIN)/python scripts/bench_stop.py
 	$(BIN)/python scripts/bench_compute.py
 
 clean:  ## remove .venv and build files (never results/)
