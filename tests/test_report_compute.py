@@ -85,3 +85,14 @@ def test_quality_vs_mac_figures(study):
         assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file()
     page = (rep["out_dir"] / "index.md").read_text()
     assert "quality vs training MACs (ptb)" in page and "Runs made before MACs were counted are not drawn" in page
+
+
+def test_the_sweep_table_names_the_twin_by_its_budget(study):
+    """The table a sweep prints: the twin's row says whose training MACs it had; the plain dense
+    model of the same size is a row of its own with no config keys in its name."""
+    from prune_cli.report.study import study_table
+    root, _ = study
+    rows = [line for line in study_table(root / "runs" / "b").splitlines() if "hidden 48" in line]
+    assert len(rows) == 2 and not any("budget" in line or "[" in line for line in rows)
+    assert sum("ptb_lstm (training MACs of hidden 384 @ 90%)" in line for line in rows) == 1
+    assert "291.00 ± 1.41" in next(line for line in rows if "MACs of" in line)

@@ -129,7 +129,8 @@ def _variants(points: pd.DataFrame, kept: pd.DataFrame) -> pd.Series:
     """For points that agree on every key but the config fingerprint: the config keys whose
     values differ among them ("optim.lr=0.5, trainer.max_steps=800"); "" elsewhere."""
     out = pd.Series("", index=points.index, dtype=object)
-    shown = [k for k in KEYS if k != "config_key"]
+    # an equal-compute twin is told apart by its budget (tables and the study table say so in words)
+    shown = [k for k in KEYS if k != "config_key"] + ["budget_match", "budget_convention"]
     clash = points[points.duplicated(shown, keep=False)]
     if clash.empty:
         return out
@@ -165,6 +166,23 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
     out["mask_sources"] = points["mask_sources"]
     out["duplicates"] = points["duplicates"]
     return out
+
+
+def budget_words(p) -> str:
+    """An equal-compute twin's budget in words, "" for any other point: "training MACs of
+    hidden 384 @ 90%" (+ ", sparse kernels" when that is the convention)."""
+    match = p.get("budget_match")
+    if not isinstance(match, str) or not match:
+        return ""
+    try:
+        flat = _flat(json.loads(match))
+    except ValueError:
+        return f"training MACs of {match}"
+    sparsity = flat.pop("sparsity", None)
+    words = ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in flat.items())
+    words += f" @ {100 * float(sparsity):g}%" if sparsity else ""
+    conv = "" if p.get("budget_convention") in (None, "", "dense_kernels") else f", {p['budget_convention']}"
+    return f"training MACs of {words}{conv}"
 
 
 def control(p) -> str:

@@ -64,7 +64,7 @@ def _running_elsewhere(coll) -> list:
 
 def study_table(exp_dir: Path) -> str:
     from .collect import collect
-    from .points import control, group
+    from .points import budget_words, control, group
 
     exp_dir = Path(exp_dir)
     coll = collect(exp_dir.parent.parent, exp_dir.name)
@@ -77,6 +77,8 @@ def study_table(exp_dir: Path) -> str:
             sparsity += f" ({p['pattern']})"
         if control(p):
             model += f" ({control(p)})"
+        if budget_words(p):
+            model += f" ({budget_words(p)})"
         if p["variant"]:
             model += f" [{p['variant']}]"
         rows.append((p["params_nnz"], [model, _base(p), sparsity, f"{p['params_nnz']:,.0f}",
