@@ -170,7 +170,7 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
 
 def budget_words(p) -> str:
     """An equal-compute twin's budget in words, "" for any other point: "training MACs of
-    hidden 384 @ 90%" (+ ", sparse kernels" when that is the convention)."""
+    hidden 384 @ 90%" (+ ", sparse_kernels" when that is the convention)."""
     match = p.get("budget_match")
     if not isinstance(match, str) or not match:
         return ""
