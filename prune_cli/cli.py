@@ -13,8 +13,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from prune_cli import identity
-from prune_cli.config import (GROUPS, ConfigError, check_family_choices, data_home, group_options, search_dirs,
-                              validate)
+from prune_cli.checks import check_family_choices, validate
+from prune_cli.config import GROUPS, ConfigError, data_home, group_options, search_dirs
 
 
 def run_id(override_dirname: str, *, _root_=None) -> str:
@@ -40,7 +40,23 @@ def gpus(device: str, tasks: int = 1) -> int:
     return 0
 
 
+def config_groups() -> str:
+    """The help's list of config groups: every option a user types, and the sweep points (a
+    study's internals, one file each) counted under the experiment they belong to."""
+    dirs = search_dirs(sys.argv[1:])
+    lines = [f"{g}: {', '.join(group_options(g, dirs))}" for g in sorted(GROUPS) if g != "point" and group_options(g, dirs)]
+    experiments, points = group_options("experiment", dirs), group_options("point", dirs)
+    owner = lambda p: max((e for e in experiments if p.startswith(e + "_")), key=len, default="other")
+    counts = {}
+    for p in points:
+        counts[owner(p)] = counts.get(owner(p), 0) + 1
+    lines.append(f"point: {len(points)} sweep points of the experiments above, in conf/point/<experiment>_*.yaml ("
+                 + ", ".join(f"{e} {n}" for e, n in sorted(counts.items())) + "); `prune-run -m experiment=NAME` runs them")
+    return "\n".join(lines) + "\n"
+
+
 OmegaConf.register_new_resolver("run_id", run_id, replace=True)
+OmegaConf.register_new_resolver("config_groups", config_groups, replace=True)
 OmegaConf.register_new_resolver("data_home", data_home, replace=True)
 OmegaConf.register_new_resolver("gpus", gpus, replace=True)
 
@@ -106,13 +122,26 @@ def _release_stderr() -> str:
     return held.getvalue() if isinstance(held, io.StringIO) else ""
 
 
-def _task(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig) -> int:
+    """One job. In a sweep a run that fails (diverged, a broken file: exit status 1 or 2) returns
+    its status instead of ending the process, so the sweep goes on with its other runs and ends
+    with status 1 (the sweeper counts them); a stop signal (128 + N) ends the sweep at once."""
     global _started
     if not _started:
         _started = True
         _stderr.write(_release_stderr())
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from prune_cli.train.run import run
-    run(cfg)
+    try:
+        run(cfg)
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 1
+        if status in (0, None) or status >= 128 or HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        return status
+    return 0
 
 
 def _one_line(text: str) -> str:
@@ -126,13 +155,15 @@ def _one_line(text: str) -> str:
     return "; ".join(lines) or "invalid arguments"
 
 
-def register_sweeper() -> None:
+def register_sweeper():
     """Hydra discovers plugins by listing the hydra_plugins folders, which an editable install
     does not have: register the project's sweeper (conf/hydra/sweeper/dense_first.yaml) by hand.
-    After Hydra's scan, which re-executes modules already imported (the sweeper's base class with them)."""
+    After Hydra's scan, which re-executes modules already imported (the sweeper's base class with them).
+    Returns the class registered (its ``failed`` lists the sweep's failed jobs)."""
     plugins = Plugins.instance()
     from hydra_plugins.prune_cli_sweeper.dense_first import DenseFirstSweeper
     plugins.register(DenseFirstSweeper)
+    return DenseFirstSweeper
 
 
 LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm")  # conf/hydra/launcher/NAME.yaml
@@ -164,7 +195,7 @@ def main() -> None:
         check_family_choices(sys.argv[1:], dirs)
     except ConfigError as e:
         fail(str(e))
-    register_sweeper()
+    sweeper = register_sweeper()
     extend_launcher_schemas()
     entry = hydra.main(config_path="pkg://prune_cli.conf", config_name="config", version_base="1.3")(_task)
     # Until the first job starts, hold Hydra's stderr: a malformed override (a key the config
@@ -172,6 +203,8 @@ def main() -> None:
     sys.stderr = io.StringIO()
     try:
         entry()
+        if sweeper.failed:  # a sweep whose runs all ran, some of which failed or diverged
+            sys.exit(1)
     except SystemExit as e:
         if not _started:
             held = _release_stderr()

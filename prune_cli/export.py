@@ -280,7 +280,7 @@ def _check_output(out: Path) -> None:
 
 def read_run(run_dir):
     """(summary, checkpoint state) of a finished run; ExportError when it is missing or unfinished."""
-    from prune_cli.train import checkpoint as ckpt
+    from prune_cli.train.folder import checkpoint as ckpt
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -350,7 +350,7 @@ def export_run(run_dir, out_path, format: str = "bitmask", dtype: str = "float32
 
 def _record(run_dir: Path, rec: dict) -> bool:
     """Add ``rec`` to run_dir/exports.json (atomically); False when the folder is read-only."""
-    from prune_cli.train.results import atomic_write_text
+    from prune_cli.train.folder.files import atomic_write_text
 
     path = run_dir / "exports.json"
     try:

@@ -3,11 +3,11 @@
 
     python scripts/bench_compute.py [--repeats 5] [--out results/bench/compute.json]
 
-A run counts its MACs once, before training (prune_cli/train/costs.counted): it builds its
+A run counts its MACs once, before training (prune_cli/train/plan/costs.counted): it builds its
 model again on the meta device and runs the training-mode and the evaluation-mode forward of
 one small example there. Timed for InceptionV3 at 299x299 (1000 classes) and GNMT at 1024 units
 (4 layers, the paper's 36,548 pieces), the largest of the four families, and for an
-equal-compute run's plan (train/budget.plan: GNMT 512 given GNMT 1024 @ 90%'s training MACs,
+equal-compute run's plan (train/plan/plan.make_plan: GNMT 512 given GNMT 1024 @ 90%'s training MACs,
 on dense and on sparse kernels, which also walks the partner's whole eq. 1 schedule). The family's
 module (torchvision for InceptionV3) is imported first: a run imports it anyway to build its
 model. ``cold`` is the first call in the process (it pays torch's lazy set-up of the meta
@@ -29,7 +29,9 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prune_cli.train import budget, costs  # noqa: E402
+from prune_cli.config import run_config  # noqa: E402
+from prune_cli.train.plan import budget, costs  # noqa: E402
+from prune_cli.train.plan.plan import make_plan  # noqa: E402
 
 GNMT_META = {"vocab_size": 36_548, "mean_lengths": {"train": [27.0, 28.0], "test": [25.0, 26.0]}}
 CASES = {
@@ -62,10 +64,9 @@ def gnmt_plan(convention: str):
         cfg = compose("config", overrides=["model=gnmt", "data=fake_wmt16", "model.units=512", "budget=equal_compute",
                                            "budget.match={model:{units:1024},sparsity:0.9}",
                                            f"budget.convention={convention}"])
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "run_id")])
-    own = costs.run_costs(cfg, GNMT_META)
+    cfg = run_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "run_id")]))
     spe = 4_500_000 // 128  # WMT16's training pairs at batch 128
-    return lambda: budget.plan(cfg, GNMT_META, cfg.trainer.steps or cfg.trainer.epochs * spe, spe, own)
+    return lambda: make_plan(cfg, GNMT_META, spe)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ class GNMTStep:
     """One training step of the project's GNMT with its TranslationTask, for run_ab."""
 
     def __init__(self, units, layers, batch, sparsity=0.9, seed=0):
-        from prune_cli.train.tasks import TranslationTask
+        from prune_cli.train.engine.tasks import TranslationTask
 
         cfg = compose(["model=gnmt", "data=fake_wmt16", f"model.units={units}", f"model.layers={layers}",
                        f"data.batch_size={batch}", f"seed={seed}"])
@@ -103,7 +103,7 @@ def bench_masked_step(args):
 
 def bench_decoding(args):
     from prune_cli.decode import translate
-    from prune_cli.train.tasks import TranslationTask
+    from prune_cli.train.engine.tasks import TranslationTask
 
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)

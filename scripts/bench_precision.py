@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from prune_cli import models
 from prune_cli.pruning import GradualSchedule, Pruner
-from prune_cli.train.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32
+from prune_cli.train.engine.precision import autocast, compile_count, compile_model, cpu_lstm_in_fp32
 
 
 def build(family, batch):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from prune_cli.train import checkpoint as ckpt
+from prune_cli.train.folder import checkpoint as ckpt
 
 
 def one_stop(size: str, after: int, results: Path) -> dict:

@@ -6,9 +6,12 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from prune_cli.config import ConfigError, validate
-from prune_cli.train import budget, costs
-from prune_cli.train.optim import learning_rate
+from prune_cli.checks import validate
+from prune_cli.config import ConfigError, run_config
+from prune_cli.train.engine.optim import learning_rate
+from prune_cli.train.plan import costs
+from prune_cli.train.plan.plan import make_plan
+from prune_cli.train.plan.start import Start
 from test_run_e2e import data_root  # noqa: F401  (the fixture: tiny generated PTB files)
 
 PTB_SPE = 2323   # real PTB, batch 20, bptt 20: (929589 // 20 - 1) // 20
@@ -34,11 +37,10 @@ def compose(tmp_path_factory):
     return make
 
 
-def plan(cfg, vocab=10000, spe=PTB_SPE, own_total=None):
-    meta = {"vocab_size": vocab}
-    own = costs.run_costs(cfg, meta)
-    total = own_total or min(cfg.trainer.epochs * spe, cfg.trainer.max_steps or 10 ** 12)
-    return budget.plan(cfg, meta, total, spe, own), own
+def plan(cfg, vocab=10000, spe=PTB_SPE):
+    """(budget, own costs) of the run of ``cfg``, planned as prune-run plans it (from scratch)."""
+    planned = make_plan(run_config(cfg), {"vocab_size": vocab}, spe, start=Start())
+    return planned.budget, planned.costs
 
 
 # ---------------------------------------------------------------- the step count
@@ -54,7 +56,7 @@ def test_ptb_budget_twin_h48_trains_5997_steps(compose):
     assert b.convention == "dense_kernels" and json.loads(b.match) == {"model": {"hidden": 384}, "sparsity": 0.9}
     assert b.partner == {"size": "small", "hidden": 384, "width": None, "units": None, "target_sparsity": 0.9,
                          "scheme": "uniform", "pattern": "unstructured", "steps": 500}
-    assert budget.plan(compose(["experiment=ptb_laptop", "+point=ptb_laptop_dense_h48"]), {}, 500, 1, own) is None
+    assert plan(compose(["experiment=ptb_laptop", "+point=ptb_laptop_dense_h48"]))[0] is None
 
 
 def test_sparse_kernels_count_each_step_at_its_eq1_sparsity(compose):
@@ -140,7 +142,7 @@ def test_pipeline_adds_the_source_runs_pipeline(tmp_path):
                             "data": {"batch_size": 2, "bptt": 3}})
     run = costs.run_costs(cfg, {"vocab_size": 10})
     (tmp_path / "summary.json").write_text(json.dumps({"train_macs": 5, "train_macs_pipeline": 1000}))
-    fields = lambda init: costs.summary_fields(run, 7, {}, tmp_path / "no.csv", init)
+    fields = lambda init: costs.summary_fields(run, 7, {}, [], init)
     assert fields("scratch")["train_macs_pipeline"] == fields("scratch")["train_macs"] == 3 * 7 * 6 * 296
     assert fields(str(tmp_path / "checkpoint.pt"))["train_macs_pipeline"] == 3 * 7 * 6 * 296 + 1000
     (tmp_path / "summary.json").write_text(json.dumps({"steps": 5}))   # a run from before MACs were counted

@@ -17,7 +17,7 @@ from prune_cli.models.gnmt import GNMT
 from prune_cli.models.mobilenet import MobileNetV1
 from prune_cli.models.ptb_lstm import PTBLSTM
 from prune_cli.pruning.compute import forward_cost, masked_nnz, steps_macs
-from prune_cli.train import costs
+from prune_cli.train.plan import costs
 
 
 def vision(name, size, **model):

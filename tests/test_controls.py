@@ -230,7 +230,7 @@ SMALL = ["model.size=small", "model.hidden=16"]
 
 def fake_run(results, rel, cfg, kept=(), masks=True, **fields):
     """A finished run folder: summary.json as run.py writes it, a checkpoint with a pruner state."""
-    from prune_cli.train.loop import cfg_container
+    from prune_cli.config import cfg_container
     d = Path(results) / "runs" / rel
     d.mkdir(parents=True)
     rec = dict(status="finished", exp_name=rel.split("/")[0], run_id=rel.split("/")[1], model="ptb_lstm",
@@ -278,7 +278,8 @@ def source(compose, tmp_path):
      "pruning.rewind_step=50: SRC did not keep step 50 (kept: 10); run it with trainer.keep_steps=[50]"),
 ])
 def test_config_refuses_bad_controls_in_one_line(compose, source, tmp_path, overrides, message):
-    from prune_cli.config import ConfigError, validate
+    from prune_cli.config import ConfigError
+    from prune_cli.checks import validate
     overrides = [o.replace("SRC", str(source)) for o in overrides]
     with pytest.raises(ConfigError) as e:
         validate(compose(SMALL + overrides, tmp_path))
@@ -286,7 +287,8 @@ def test_config_refuses_bad_controls_in_one_line(compose, source, tmp_path, over
 
 
 def test_config_refuses_unfinished_dense_and_foreign_sources(compose, source, tmp_path):
-    from prune_cli.config import ConfigError, validate
+    from prune_cli.config import ConfigError
+    from prune_cli.checks import validate
     (source / "summary.json").rename(source / "summary.off")
     cases = {"is not finished (no summary.json); let it finish": source}
     cfg = compose(SMALL, tmp_path)
@@ -299,7 +301,7 @@ def test_config_refuses_unfinished_dense_and_foreign_sources(compose, source, tm
 
 
 def test_start_finds_the_mask_source_of_the_same_point_and_seed(compose, tmp_path):
-    from prune_cli.train import start
+    from prune_cli.train.plan import start
     cfg = compose(SMALL + ["sparsity=0.9", "pruning.mask_from=auto", "exp_name=mine", "seed=1"], tmp_path)
     for rel, fields in (("other/a", dict(seed=0)), ("other/b", dict(seed=1, criterion="random")),
                         ("other/c", dict(seed=1, mask_from="/x")), ("other/d", dict(seed=1, target_sparsity=0.8)),
@@ -327,7 +329,7 @@ def test_start_finds_the_mask_source_of_the_same_point_and_seed(compose, tmp_pat
 
 
 def test_start_of_a_fixed_mask_run_from_a_checkpoint(compose, tmp_path):
-    from prune_cli.train import start
+    from prune_cli.train.plan import start
     cfg = compose(SMALL + ["sparsity=0.9"], tmp_path)
     src = fake_run(tmp_path, "main/src", cfg)
     trained = fake_run(tmp_path, "main/dense", cfg, target_sparsity=0.0, masks=False, kept=(5,))
@@ -345,7 +347,7 @@ def test_start_of_a_fixed_mask_run_from_a_checkpoint(compose, tmp_path):
 
 
 def test_start_of_a_resumed_run_is_its_recorded_one(compose, tmp_path):
-    from prune_cli.train import start
+    from prune_cli.train.plan import start
     cfg = compose(SMALL + ["sparsity=0.9", "pruning.mask_from=/gone", "init_from=none"], tmp_path)
     rec = start.Start(init="rewind", init_from="/gone/checkpoint_step5.pt", first_step=5, mask_from="/gone").record()
     own = {"masks": {"decoder.weight": torch.ones(2, dtype=torch.bool)}, "targets": {"decoder.weight": 0.5}}
@@ -358,7 +360,7 @@ def test_start_of_a_resumed_run_is_its_recorded_one(compose, tmp_path):
 @pytest.mark.parametrize("control, wave", [("magnitude", 1), ("random", 1), ("scratch", 2), ("rewind", 2)])
 @pytest.mark.parametrize("point", ["ptb_laptop_sparse_h384_55", "ptb_laptop_sparse_h384_80", "ptb_laptop_sparse_h384_90"])
 def test_ptb_controls_composes_and_mask_users_come_last(compose, tmp_path, control, wave, point):
-    from prune_cli.config import validate
+    from prune_cli.checks import validate
     from prune_cli.sweeper.dense_first import wave as wave_of
     cfg = compose(["experiment=ptb_controls", f"+point={point}", f"+control={control}"], tmp_path)
     validate(cfg)
@@ -458,7 +460,7 @@ def test_a_mask_source_not_found_stops_the_run_before_anything_is_written(compos
 
 
 def test_checkpoints_from_before_the_controls_still_resume():
-    from prune_cli.train.run import comparable
+    from prune_cli.train.folder.checkpoint import comparable
     old = {"sparsity": 0.9, "pruning": {"name": "gradual", "scheme": "uniform"}, "trainer": {"max_steps": 5}}
     new = {"sparsity": 0.9, "pruning": {"name": "gradual", "scheme": "uniform", "criterion": "magnitude",
                                         "mask_from": None, "rewind_step": None},

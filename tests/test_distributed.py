@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from prune_cli.pruning import ConstantSchedule, Pruner
-from prune_cli.train import distributed
+from prune_cli.train.engine import distributed
 from test_run_e2e import TINY, data_root, prune_run, read_csv, run_dir  # noqa: F401  (data_root is a fixture)
 
 

@@ -18,7 +18,7 @@ from prune_cli import export, models
 from prune_cli.infer import cli
 from prune_cli.infer.engine import load
 from prune_cli.pruning import ConstantSchedule, Pruner
-from prune_cli.train.tasks import build_task
+from prune_cli.train.engine.tasks import build_task
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 PTB_PRUNE = ["embedding.weight", "lstm.weight_*", "decoder.weight"]

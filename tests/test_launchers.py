@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from prune_cli.cli import extend_launcher_schemas, gpus
-from prune_cli.train.distributed import set_threads
+from prune_cli.train.engine.distributed import set_threads
 from test_run_e2e import TINY, data_root, prune_run, read_csv  # noqa: F401  (data_root is a fixture)
 
 SWEEP = TINY + ["trainer.epochs=1", "trainer.max_steps=12", "sparsity=0,0.5", "pruning.frequency=4"]

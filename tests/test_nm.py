@@ -244,7 +244,8 @@ def compose(tmp_path_factory):
     (["sparsity=0.5"], 0.5),
 ])
 def test_config_accepts_and_resolves(compose, overrides, sparsity):
-    from prune_cli.config import effective_sparsity, validate
+    from prune_cli.config import effective_sparsity
+    from prune_cli.checks import validate
     cfg = compose(overrides)
     validate(cfg)
     assert effective_sparsity(cfg) == sparsity
@@ -260,7 +261,8 @@ def test_config_accepts_and_resolves(compose, overrides, sparsity):
     (["pruning.pattern=2:4", "pruning.initial_sparsity=0.6"], "pruning.initial_sparsity=0.6 > sparsity=0.5"),
 ])
 def test_config_refuses_in_one_line(compose, overrides, message):
-    from prune_cli.config import ConfigError, validate
+    from prune_cli.config import ConfigError
+    from prune_cli.checks import validate
     with pytest.raises(ConfigError) as e:
         validate(compose(overrides))
     assert message in str(e.value) and "\n" not in str(e.value)

@@ -8,10 +8,11 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from prune_cli import builders, identity
-from prune_cli.config import ConfigError, conf_dir, group_options, search_dirs, validate
+from prune_cli.config import ConfigError, conf_dir, group_options, search_dirs
+from prune_cli.checks import validate
 from prune_cli.data import DataBundle
 from prune_cli.report.collect import base_of
-from prune_cli.train.tasks import task_name
+from prune_cli.train.engine.tasks import task_name
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mlp"
 

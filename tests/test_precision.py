@@ -5,7 +5,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from prune_cli.config import ConfigError, check_types
+from prune_cli.config import ConfigError
+from prune_cli.checks import check_types
 from prune_cli.pruning import GradualSchedule, Pruner
 from test_run_e2e import TINY, data_root, prune_run, read_csv, run_dir  # noqa: F401  (data_root is a fixture)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tqdm import tqdm
 
-from prune_cli.train import progress
+from prune_cli.train.folder import progress
 
 
 class Terminal(io.StringIO):

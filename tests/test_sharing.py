@@ -14,14 +14,14 @@ import torch
 from omegaconf import OmegaConf
 
 from prune_cli.report.study import study_table
-from prune_cli.train import checkpoint as ckpt
-from prune_cli.train.lock import RunLock, held_elsewhere
-from prune_cli.train.results import RunFolder, WriteError
-from prune_cli.train.stop import stop_signals
+from prune_cli.train.folder import checkpoint as ckpt
+from prune_cli.train.folder.lock import RunLock, held_elsewhere
+from prune_cli.train.folder.files import RunFolder, WriteError
+from prune_cli.train.folder.stop import stop_signals
 from test_run_e2e import TINY, data_root, prune_run, read_csv, run_dir  # noqa: F401  (data_root is a fixture)
 
 # What another process sees.
-TRY_LOCK = "import sys; from prune_cli.train.lock import RunLock, held_elsewhere, holder; " \
+TRY_LOCK = "import sys; from prune_cli.train.folder.lock import RunLock, held_elsewhere, holder; " \
            "print(held_elsewhere(sys.argv[1]), RunLock(sys.argv[1]).acquire(), holder(sys.argv[1]), sep='|')"
 
 
@@ -59,7 +59,7 @@ def test_a_released_lock_keeps_a_folder_that_was_written_into(tmp_path):
 
 KILLED_HOLDER = """
 import os, signal, sys, time
-from prune_cli.train.lock import RunLock
+from prune_cli.train.folder.lock import RunLock
 assert RunLock(sys.argv[1]).acquire()
 child = os.fork()  # as a DataLoader worker: it outlives its parent for a while
 if child == 0:

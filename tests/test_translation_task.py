@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from prune_cli.config import ConfigError, check_family, check_family_choices, datasets_for
-from prune_cli.train.bleu import corpus_bleu
-from prune_cli.train.optim import learning_rate, recipe
-from prune_cli.train.tasks import TranslationTask, build_task
+from prune_cli.config import ConfigError
+from prune_cli.checks import check_family, check_family_choices, datasets_for
+from prune_cli.train.engine.bleu import corpus_bleu
+from prune_cli.train.engine.optim import learning_rate
+from prune_cli.train.plan.recipe import recipe
+from prune_cli.train.engine.tasks import TranslationTask, build_task
 
 PAD, BOS, EOS = 0, 1, 2
 WORDS = {i: f"w{i}" for i in range(4, 30)}

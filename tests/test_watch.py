@@ -3,8 +3,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from prune_cli.pruning.masks import LayerStats
-from prune_cli.train import watch
-from prune_cli.train.results import RunFolder
+from prune_cli.train.folder import watch
+from prune_cli.train.folder.files import RunFolder
 
 
 def scalars(path):

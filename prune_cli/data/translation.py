@@ -261,7 +261,7 @@ class TranslationBatches:
 def mean_lengths(pairs: Pairs) -> List[float]:
     """[source tokens, target positions] of an average pair, as the model sees it: a source of
     at least one token (make_batch), the target plus eos (tgt_out's positions). The unit of a
-    translation model's MACs (prune_cli/train/costs.py)."""
+    translation model's MACs (prune_cli/train/plan/costs.py)."""
     if not len(pairs):
         return [0.0, 0.0]
     return [float(pairs.src.lens.clamp(min=1).double().mean()), float(pairs.tgt.lens.double().mean()) + 1.0]

@@ -1,7 +1,7 @@
 """Rebuild a model from a ``prune-export`` file and run its family's evaluation, timed.
 
 The quality figure comes from the very task hook the training run evaluated with
-(``prune_cli.train.tasks``), on the same split and batching, so on the full split it is the run's
+(``prune_cli.train.engine.tasks``), on the same split and batching, so on the full split it is the run's
 own number (up to float rounding where CSR kernels sum in another order). Speed is the model's
 forward time per batch, measured around each model call; loading data and scoring are not in it.
 
@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from prune_cli import builders
 from prune_cli.data import DataError
-from prune_cli.train.tasks import build_task, task_name
+from prune_cli.config import task_name
+from prune_cli.train.engine.tasks import build_task
 
 from .kernels import MODES
 from .modules import decisions, sparsify

@@ -28,7 +28,7 @@ weights, of exactly the size eq. 1 gives. Random keys are a random permutation o
 (distinct, so no ties: exactly uniform), drawn on the CPU from the Pruner's own generator, so the
 masks are the same on every device and the training RNG stream is untouched. The same select
 (and N:M's group protection) then works on them unchanged. A third source of masks is a finished
-run's final masks (``fixed=``): every update sets exactly those, for the controls of train/start.py.
+run's final masks (``fixed=``): every update sets exactly those, for the controls of train/plan/start.py.
 """
 import fnmatch
 import hashlib
@@ -441,7 +441,7 @@ class Pruner:
 
     def kept(self, numel: int, target: float) -> int:
         """Weights a selected tensor of ``numel`` elements keeps at ``target`` (reads no weight:
-        train/budget.py plans a run's per-step MACs with it before the run exists)."""
+        train/plan/budget.py plans a run's per-step MACs with it before the run exists)."""
         if self.nm is None:
             return keep_count(numel, target)
         n, m = self.nm

@@ -34,7 +34,7 @@ LOWER_IS_BETTER = {"perplexity", "val_perplexity", "loss"}
 METRIC_LABEL = {"perplexity": "perplexity", "val_perplexity": "valid perplexity",
                 "top1": "top-1 (%)", "top5": "top-5 (%)", "bleu": "BLEU", "val_bleu": "valid BLEU"}
 LSTM_SIZES = {"small": 200, "medium": 650, "large": 1500}
-# .lock: a run that holds its folder (train/lock.py), found from its first moment
+# .lock: a run that holds its folder (train/folder/lock.py), found from its first moment
 RUN_MARKERS = {"summary.json", "metrics.csv", "sparsity.csv", "checkpoint.pt", "run.log", ".hydra", ".lock"}
 # Config keys that do not change what a run computes: the seed (replicates differ only in it) and
 # the keys conf/config.yaml excludes from a run's identity (hydra.job.config.override_dirname.
@@ -43,7 +43,7 @@ NOT_IDENTITY = ("seed", "run_id", "results_dir", "exp_name", "experiment", "devi
                 "trainer.progress", "trainer.tensorboard", "trainer.threads", "data.root", "data.download",
                 "data.cache_dir", "trainer.keep_steps")
 _DEEPEST = 2 * max(k.count(".") for k in NOT_IDENTITY)   # indent of the deepest such key
-# issue 17: what a run costs (train/costs.py) and, for an equal-compute run, its budget
+# issue 17: what a run costs (train/plan/costs.py) and, for an equal-compute run, its budget
 MACS = ["infer_macs_dense", "infer_macs", "train_macs", "train_macs_sparse_kernels", "train_macs_pipeline"]
 NUMERIC = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz", "bytes_dense",
            "bytes_bitmask", "bytes_csr", "bytes_csr_exact", "model_size_mb", "steps", "epochs",
@@ -176,7 +176,7 @@ def _bleu_ref(direction: str) -> str:
 
 
 def init_of(s: dict) -> str:
-    """Where a run's weights came from: "fresh", "trained" or "rewind step K" (train/start.py);
+    """Where a run's weights came from: "fresh", "trained" or "rewind step K" (train/plan/start.py);
     summaries from before issue 18 say it with init_from alone ("scratch" or a checkpoint)."""
     init = s.get("init")
     if init is None:

@@ -38,12 +38,12 @@ def _base(p: dict) -> str:
 
 
 def _running_elsewhere(coll) -> list:
-    """Rows for the study's unfinished runs that another process holds now (train/lock.py): a
+    """Rows for the study's unfinished runs that another process holds now (train/folder/lock.py): a
     sweep started twice leaves them to the other copy, and they join the table when it ends."""
     from omegaconf import OmegaConf
 
     from prune_cli.config import effective_sparsity
-    from prune_cli.train.lock import held_elsewhere
+    from prune_cli.train.folder.lock import held_elsewhere
 
     rows = []
     for run in coll.incomplete:

@@ -11,7 +11,7 @@ launcher. Each wave is one launch (split by hydra.sweeper.max_batch_size as befo
 returns when the wave is done, so the dense models exist before a sparse run looks for them, and
 the mask sources (which may themselves start from a dense model) before the runs that use them.
 
-Two copies of one sweep share its runs (train/lock.py: a run another process holds is skipped).
+Two copies of one sweep share its runs (train/folder/lock.py: a run another process holds is skipped).
 So before each later wave, the sweeper also waits for the earlier waves' runs that are running
 elsewhere, and runs again, once, those left unfinished by a process that died: the sparse runs
 then start from exactly the dense models (and the fixed-mask runs take exactly the masks) a
@@ -33,7 +33,7 @@ POLL_S = 1.0  # how often a waiting sweep looks at the locks it waits for (a few
 
 
 def starts_from_dense(cfg: DictConfig) -> bool:
-    """A sparse run that looks for a trained dense model to start from (train/start.py)."""
+    """A sparse run that looks for a trained dense model to start from (train/plan/start.py)."""
     from prune_cli.config import effective_sparsity
     return (effective_sparsity(cfg) > 0 and str(cfg.get("init_from", "auto")) == "auto"
             and cfg.pruning.get("mask_from") is None)
@@ -56,7 +56,7 @@ def run_folder(cfg: DictConfig) -> Path:
 def wait_for(folders: dict, poll: float = POLL_S) -> list:
     """Wait while any of ``folders`` (job -> run folder) is held by another process; return the
     jobs whose runs are not finished (this sweep left them to a process that then died or gave up)."""
-    from prune_cli.train.lock import held_elsewhere
+    from prune_cli.train.folder.lock import held_elsewhere
 
     busy = [job for job, folder in folders.items() if held_elsewhere(folder)]
     if busy:
@@ -74,7 +74,17 @@ def wait_for(folders: dict, poll: float = POLL_S) -> list:
 
 class DenseFirstSweeper(BasicSweeper):
     """BasicSweeper whose batches hold the from-scratch jobs first, then the ones that start from them,
-    then the ones that take their masks from them."""
+    then the ones that take their masks from them. A job that failed or diverged returns its exit
+    status (prune_cli.cli._task); ``failed`` lists them once the sweep is done, and prune-run then
+    exits with status 1."""
+
+    failed: list = []  # set on the class by the sweep of this process (prune-run's main reads it)
+
+    def sweep(self, arguments):
+        returns = super().sweep(arguments)
+        type(self).failed = [" ".join(r.overrides) for batch in returns for r in batch
+                             if isinstance(r.return_value, int) and r.return_value != 0]
+        return returns
 
     def split_arguments(self, overrides: List[Override], max_batch_size) -> List[Sequence[Sequence[str]]]:
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]

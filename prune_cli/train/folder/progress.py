@@ -6,6 +6,7 @@ terminal, progress is one plain line every 5% of the run instead:
 
     ptb_lstm: step 120/2400 (5%) 14.2 steps/s loss 5.12 perplexity 167 sparsity 0
 """
+import logging
 import math
 import sys
 import time
@@ -63,3 +64,37 @@ class PlainProgress:
         self.stream.write(f"{self.desc}: step {self.n}/{self.total} ({percent:.0f}%) {rate:.3g} steps/s{extra}\n")
         self.stream.flush()
         self.shown = self.n
+
+
+class _TqdmHandler(logging.Handler):
+    """Console lines that do not break the progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        tqdm.write(f"[{record.name}] {record.getMessage()}", file=sys.stderr)
+
+
+class RunLog:
+    """The run's log lines: into the folder's run.log and onto the console (rank 0 alone; the
+    other ranks train silently beside it). ``quiet()`` leaves the console to the one line the
+    command prints when a run stops early."""
+
+    def __init__(self, folder, logger: logging.Logger):
+        self.logger = logger
+        self.file = logging.FileHandler(folder.log) if folder.writes else logging.NullHandler()
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        self.console = _TqdmHandler() if folder.writes else logging.NullHandler()
+        for handler in (self.file, self.console):
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+    def __call__(self, message: str) -> None:
+        self.logger.info(message)
+
+    def quiet(self) -> None:
+        self.logger.removeHandler(self.console)
+
+    def close(self) -> None:
+        for handler in (self.file, self.console):
+            self.logger.removeHandler(handler)
+        self.file.close()

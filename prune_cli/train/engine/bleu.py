@@ -8,13 +8,13 @@ calls it, so that every run's summary.json carries a score and the exact signatu
 """
 from typing import Sequence, Tuple
 
-from sacrebleu.metrics import BLEU
-
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str], tokenize: str) -> Tuple[float, str]:
     """BLEU (0-100) of ``hyps`` against one reference each, and sacrebleu's signature string."""
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
+    from sacrebleu.metrics import BLEU  # here: only runs that score BLEU pay for sacrebleu's import
+
     metric = BLEU(tokenize=tokenize)
     score = metric.corpus_score(list(hyps), [list(refs)])
     return float(score.score), str(metric.get_signature())

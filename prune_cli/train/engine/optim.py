@@ -1,11 +1,11 @@
-"""Optimizers, learning-rate schedules and a run's recipe, by name, from the `optim` config group.
+"""Optimizers and learning-rate schedules, by name, from the `optim` config group (a run's
+recipe, which picks them, is plan/recipe.py).
 
 Schedules are pure functions of (step, epoch): nothing to checkpoint, exact on resume.
 """
 import math
 
 import torch
-from omegaconf import OmegaConf
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
@@ -22,39 +22,10 @@ def build_optimizer(cfg, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optim.name '{name}'; valid: sgd, rmsprop, adam")
 
 
-def recipe(cfg, from_trained: bool, steps_per_epoch: int):
-    """The optimizer recipe a run trains with, and its planned length in optimizer steps.
-
-    A sparse run that starts from a trained dense model has a recipe of its own in the paper:
-    the dense schedule at a smaller initial rate for MobileNet (section 4.1: ``sparse_lr_factor``
-    scales ``optim.lr``), and for GNMT a shorter schedule of its own (section 4.3: lr 0.5 for 70K
-    steps, then halved every 17K for 170K). The ``optim.from_trained`` block says the latter:
-    its ``lr`` and ``lr_schedule`` keys replace the family's, and ``steps`` or ``epochs`` give the
-    run's length. Every other run trains ``trainer.steps`` steps when the recipe counts steps
-    (GNMT), else ``trainer.epochs`` epochs.
-
-    Returns (optim config node with ``from_trained`` merged in, planned steps before
-    ``trainer.max_steps`` caps them). A pure function of the config: a resumed run gets the
-    same recipe again.
-    """
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    block = optim.pop("from_trained", None) or {}
-    length = cfg.trainer.get("steps")
-    planned = int(length) if length is not None else int(cfg.trainer.epochs * steps_per_epoch)
-    if from_trained:
-        optim["lr"] = block.get("lr", optim["lr"] * optim.get("sparse_lr_factor", 1.0))
-        optim["lr_schedule"] = {**optim["lr_schedule"], **block.get("lr_schedule", {})}
-        if block.get("steps") is not None:
-            planned = int(block["steps"])
-        elif block.get("epochs") is not None:
-            planned = int(block["epochs"] * steps_per_epoch)
-    return OmegaConf.create(optim), planned
-
-
 def learning_rate(cfg, step: int, steps_per_epoch: int, total_steps: int) -> float:
     """Learning rate for optimizer step ``step`` (0-based, i.e. TF's global_step before the update).
 
-    ``lr_schedule.stretch`` r (set by train/budget.py for a run given another run's compute):
+    ``lr_schedule.stretch`` r (set by plan/budget.py for a run given another run's compute):
     the schedule of a run r times shorter, read at step / r, so every decay lands at the same
     fraction of training."""
     lr, sched = cfg.lr, cfg.lr_schedule

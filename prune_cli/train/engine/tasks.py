@@ -4,15 +4,36 @@ A task turns a batch into a training loss, carries any state across batches (the
 hidden state), and evaluates a split into metrics (floats: they go to metrics.csv). The loop
 never looks inside a batch. ``evaluate(..., final=True)`` is the run's last evaluation, which
 may cost more than the ones during training (translation: beam search instead of greedy).
+Each task owns its fields of summary.json (``summary_fields``): perplexity, top-1/5, BLEU.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
+from prune_cli.config import task_name
+from prune_cli import decode
+from prune_cli.train.engine.bleu import corpus_bleu
+
 
 def _to(batch, device):
     return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): inf where the float overflows (a diverged model), never an exception."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def _perplexity_fields(final: dict) -> dict:
+    """summary.json's perplexity (test) and val_perplexity, when the final evaluation measured one."""
+    if "perplexity" in final.get("test", {}) or "perplexity" in final.get("valid", {}):
+        return {"perplexity": final.get("test", {}).get("perplexity"),
+                "val_perplexity": final.get("valid", {}).get("perplexity")}
+    return {}
 
 
 class LanguageModelTask:
@@ -40,7 +61,7 @@ class LanguageModelTask:
 
     def train_metrics(self, mean_loss: float) -> dict:
         per_token = mean_loss / self.bptt
-        return {"loss": per_token, "perplexity": math.exp(min(per_token, 700.0))}
+        return {"loss": per_token, "perplexity": perplexity(per_token)}
 
     @torch.no_grad()
     def evaluate(self, model, batches, final: bool = False) -> dict:
@@ -52,7 +73,11 @@ class LanguageModelTask:
             nll += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"))
             count += y.numel()
         loss = nll / count
-        return {"loss": loss, "perplexity": math.exp(loss), "tokens": float(count)}
+        return {"loss": loss, "perplexity": perplexity(loss), "tokens": float(count)}
+
+    def summary_fields(self, final: dict, meta: dict) -> dict:
+        """``final``: split -> metrics of the run's last evaluation."""
+        return _perplexity_fields(final)
 
     def state_dict(self) -> dict:
         return {"hidden": None if self.hidden is None else tuple(h.cpu() for h in self.hidden)}
@@ -108,6 +133,12 @@ class ClassificationTask:
             count += y.numel()
         return {"loss": loss / count, "top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
                 "images": float(count)}
+
+    def summary_fields(self, final: dict, meta: dict) -> dict:
+        for split in ("val", "test"):
+            if "top1" in final.get(split, {}):
+                return {"top1": final[split]["top1"], "top5": final[split]["top5"], "eval_split": split}
+        return {}
 
     def state_dict(self) -> dict:
         return {}
@@ -167,7 +198,7 @@ class TranslationTask:
         per_sentence = float(self.tokens_per_sentence) / self.batches if self.batches else float("nan")
         self._reset_counts()
         per_token = mean_loss / per_sentence
-        return {"loss": per_token, "perplexity": math.exp(min(per_token, 700.0))}
+        return {"loss": per_token, "perplexity": perplexity(per_token)}
 
     def max_len(self, src_len: torch.Tensor) -> torch.Tensor:
         """Decoding limit per sentence: ratio * source length + extra tokens, at most the dataset's."""
@@ -178,9 +209,6 @@ class TranslationTask:
     def evaluate(self, model, batches, final: bool = False) -> dict:
         """Teacher-forced per-token loss and perplexity over the split, and corpus BLEU of the
         decoded split (beam model.beam_size at the end, trainer.eval_beam_size during training)."""
-        from prune_cli.decode import translate
-        from prune_cli.train.bleu import corpus_bleu
-
         beam = self.beam_size if final else self.eval_beam_size
         nll, tokens, hyps, refs = 0.0, 0, [], []
         for src, src_len, tgt_in, tgt_out, batch_refs in batches:
@@ -190,14 +218,21 @@ class TranslationTask:
             nll += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
                                          ignore_index=self.pad_id, reduction="sum"))
             tokens += int((tgt_out != self.pad_id).sum())
-            out = translate(model, src, src_len, beam_size=beam, alpha=self.alpha, max_len=limit,
+            out = decode.translate(model, src, src_len, beam_size=beam, alpha=self.alpha, max_len=limit,
                             bos_id=self.bos_id, eos_id=self.eos_id)
             hyps.extend(self.detokenize(ids) for ids in out)
             refs.extend(batch_refs)
         loss = nll / max(1, tokens)
         bleu, self.bleu_signature = corpus_bleu(hyps, refs, self.bleu_tokenize)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bleu": bleu,
+        return {"loss": loss, "perplexity": perplexity(loss), "bleu": bleu,
                 "sentences": float(len(refs)), "tokens": float(tokens)}
+
+    def summary_fields(self, final: dict, meta: dict) -> dict:
+        fields = _perplexity_fields(final)
+        if "bleu" in final.get("test", {}) or "bleu" in final.get("valid", {}):
+            fields.update(bleu=final.get("test", {}).get("bleu"), val_bleu=final.get("valid", {}).get("bleu"),
+                          bleu_signature=self.bleu_signature, direction=meta.get("direction"))
+        return fields
 
     def state_dict(self) -> dict:
         return {"tokens_per_sentence": None if self.tokens_per_sentence is None else self.tokens_per_sentence.cpu(),
@@ -210,12 +245,6 @@ class TranslationTask:
 
 TASKS = {"language_model": LanguageModelTask, "classification": ClassificationTask,
          "translation": TranslationTask}
-
-
-def task_name(cfg) -> str:
-    """The run's task: the model's ``task`` where it says one (the built-in families do), else the
-    one its data declares (``data.task``: a user's model trains on what its data is for)."""
-    return cfg.model.get("task") or cfg.data.get("task")
 
 
 def build_task(cfg, device, meta=None):

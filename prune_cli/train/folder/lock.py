@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from prune_cli.train.results import WriteError
+from prune_cli.train.folder.files import WriteError
 
 NAME = ".lock"
 # A probe (held_elsewhere) holds a shared lock for microseconds: a start that meets one tries again

@@ -1,10 +1,13 @@
-"""One run folder (DESIGN.md "Results"): the only code that writes into results/runs/."""
+"""One run folder (DESIGN.md "Results"): the only code that names, writes and reads the files of
+results/runs/EXP/RUN_ID/ (open_lth's foundations/paths.py: one name per file, here)."""
 import csv
 import json
+import math
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
@@ -46,11 +49,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
 
 
+def kept_step_of(checkpoint: Path) -> Optional[int]:
+    """K for a checkpoint a run kept at step K (checkpoint_step<K>.pt); None for any other file."""
+    kept = re.fullmatch(r"checkpoint_step(\d+)\.pt", Path(checkpoint).name)
+    return None if kept is None else int(kept.group(1))
+
+
+def finished_runs(results_dir) -> Iterator[Tuple["RunFolder", dict]]:
+    """(folder, summary) of every run under results_dir/runs/EXP/ that has a readable summary, by path."""
+    for summary in sorted(Path(results_dir, "runs").glob("*/*/summary.json")):
+        folder = RunFolder(summary.parent)
+        rec = folder.read_summary()
+        if rec is not None:
+            yield folder, rec
+
+
 class RunFolder:
     """``writes=False``: a data-parallel rank other than 0, which reads the folder but never writes it.
 
     ``watchers``: more places every metrics and sparsity row goes to, beside the CSV files (a
-    TensorBoard log, train/watch.py): objects with ``metrics(step, split, row)``,
+    TensorBoard log, train/folder/watch.py): objects with ``metrics(step, split, row)``,
     ``sparsity(step, stats)`` and ``close()``.
     """
 
@@ -65,12 +83,24 @@ class RunFolder:
         self.log = self.path / "run.log"
 
     def kept_checkpoint(self, step: int) -> Path:
-        """The state at ``step`` kept by trainer.keep_steps, for rewinding (train/start.py)."""
+        """The state at ``step`` kept by trainer.keep_steps, for rewinding (plan/start.py)."""
         return self.path / f"checkpoint_step{int(step)}.pt"
+
+    def kept_steps(self) -> List[int]:
+        """The steps this run kept (trainer.keep_steps), in order."""
+        return sorted(step for step in map(kept_step_of, self.path.glob("checkpoint_step*.pt")) if step is not None)
 
     @property
     def finished(self) -> bool:
         return self.summary.is_file()
+
+    def read_summary(self) -> Optional[dict]:
+        """summary.json as a dict; None when it is missing, unreadable or not a JSON object."""
+        try:
+            rec = json.loads(self.summary.read_text())
+        except (OSError, ValueError):
+            return None
+        return rec if isinstance(rec, dict) else None
 
     def start(self, job_cfg, hydra_cfg, resume_step: int = None) -> None:
         """Create the folder (fresh run) or drop rows written after the checkpoint (resume)."""
@@ -121,6 +151,35 @@ class RunFolder:
                                      for s in stats])
         for w in self.watchers:
             w.sparsity(step, stats)
+
+    def read_last_metrics(self, before: int) -> dict:
+        """split -> {"step": S, metric: value} of each split's last row at or before step ``before``
+        in metrics.csv, finite values only (a diverged run's summary; a half-written last line is skipped)."""
+        last: Dict[str, dict] = {}
+        if self.metrics.is_file():
+            with open(self.metrics, newline="") as f:
+                for row in csv.reader(f):
+                    if len(row) != len(METRICS_HEADER) or not row[0].isdigit() or int(row[0]) > before:
+                        continue
+                    try:
+                        value = float(row[4])
+                    except ValueError:
+                        continue
+                    seen = last.setdefault(row[2], {"step": int(row[0])})
+                    if int(row[0]) != seen["step"]:
+                        seen = last[row[2]] = {"step": int(row[0])}
+                    if math.isfinite(value):
+                        seen[row[3]] = value
+        return last
+
+    def read_updates(self) -> List[Tuple[int, Dict[str, int]]]:
+        """(step, nnz per tensor) of every mask update in sparsity.csv, in step order."""
+        updates: Dict[int, Dict[str, int]] = {}
+        if self.sparsity.is_file():
+            with open(self.sparsity, newline="") as f:
+                for row in csv.DictReader(f):
+                    updates.setdefault(int(row["step"]), {})[row["layer"]] = int(row["nnz"])
+        return sorted(updates.items())
 
     def close(self) -> None:
         while self.watchers:

@@ -70,7 +70,7 @@ class Parallel:
 
     def agree(self, value: int) -> int:
         """The largest of every rank's ``value`` (a small int), over the CPU: asked at every step
-        (train/stop.py), so no device sync; on GPU through a gloo group beside NCCL's."""
+        (train/folder/stop.py), so no device sync; on GPU through a gloo group beside NCCL's."""
         if not self.enabled:
             return value
         flag = torch.tensor([value], dtype=torch.int64)
@@ -132,6 +132,13 @@ def world_size() -> int:
     """The number of ranks this process belongs to, from the launcher's environment."""
     _export_submitit_env()
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``device=auto``: CUDA when there is one, else the CPU; otherwise the device named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def setup(device: torch.device, timeout_min: float = 60.0) -> Parallel:

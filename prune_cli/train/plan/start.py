@@ -20,7 +20,6 @@ first step and never changed. A fixed-mask run trains the recipe a dense run of 
 A resumed run keeps the start it began with (recorded in its checkpoint), masks included, so
 it needs neither its mask source nor its init checkpoint again.
 """
-import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,12 +27,9 @@ from typing import Callable, Optional
 import torch
 
 from prune_cli.pruning import OneShotSchedule, stream_seed
-from prune_cli.train import checkpoint as ckpt
-from prune_cli.train.results import RunFolder
-
-
-class StartError(Exception):
-    """A source of weights or masks that cannot be used (exit status 2; nothing was written)."""
+from prune_cli.train.folder import checkpoint as ckpt
+from prune_cli.train.folder.files import RunFolder
+from prune_cli.train.plan.sources import StartError, check_source, find_dense_run, find_mask_source, kept_checkpoint
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ def decide(cfg, state: Optional[dict] = None) -> Start:
     if state is not None:
         extra = state.get("loop", {}).get("extra", {})
         recorded = extra.get("start")
-        if recorded is None:  # a checkpoint from before train/start.py: it recorded init_from only
+        if recorded is None:  # a checkpoint from before train/plan/start.py: it recorded init_from only
             init_from = extra.get("init_from", "scratch")
             recorded = {"init": "fresh" if init_from == "scratch" else "trained", "init_from": init_from,
                         "from_trained": init_from != "scratch" and float(cfg.sparsity) > 0}
@@ -127,7 +123,7 @@ def _fixed_masks(cfg) -> Start:
     p = cfg.pruning
     source = find_mask_source(cfg) if str(p.mask_from) == "auto" else Path(str(p.mask_from)).expanduser()
     summary = check_source(source, cfg, float(cfg.sparsity))
-    pruner_state = ckpt.load(source / "checkpoint.pt").get("pruner") or {}
+    pruner_state = ckpt.load(RunFolder(source).checkpoint).get("pruner") or {}
     if not pruner_state.get("masks"):
         raise StartError(f"pruning.mask_from={source}: its checkpoint.pt holds no masks; give a finished sparse run")
     rewind, init = p.get("rewind_step"), str(cfg.init_from)
@@ -153,113 +149,3 @@ def _relative(source: Path, cfg) -> str:
         return source.resolve().relative_to(Path(cfg.results_dir, "runs").resolve()).as_posix()
     except ValueError:
         return str(source)
-
-
-def _summary(folder: Path) -> Optional[dict]:
-    try:
-        rec = json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
-def _model_config(cfg) -> str:
-    from prune_cli.train.loop import cfg_container
-    return json.dumps(cfg_container(cfg.model), sort_keys=True)
-
-
-def find_dense_run(cfg, seed: int) -> Optional[str]:
-    """init_from=auto: the finished dense run of the same model and data (and translation
-    direction), same seed preferred; its checkpoint.pt."""
-    want_model = _model_config(cfg)
-    found = []
-    for summary in sorted(Path(cfg.results_dir, "runs").glob("*/*/summary.json")):
-        rec = _summary(summary.parent)
-        ckpt_path = summary.parent / "checkpoint.pt"
-        if (rec is not None and rec.get("target_sparsity") == 0 and rec.get("model_config") == want_model
-                and not rec.get("budget_match")  # an equal-compute twin (train/budget.py) is no dense start
-                and rec.get("dataset") == cfg.data.name and rec.get("direction") == cfg.data.get("direction")
-                and ckpt_path.is_file()):
-            found.append((rec.get("seed") != seed, str(ckpt_path)))
-    return min(found)[1] if found else None
-
-
-def find_mask_source(cfg) -> Path:
-    """pruning.mask_from=auto: the finished magnitude-pruned run (its own masks, not fixed ones)
-    of the same model, data, sparsity, scheme, pattern and seed in results_dir, one of this
-    experiment first; with pruning.rewind_step=K, one that kept step K."""
-    p, sparsity = cfg.pruning, float(cfg.sparsity)
-    want_model, rewind = _model_config(cfg), p.get("rewind_step")
-    found, without_step = [], []
-    for summary in sorted(Path(cfg.results_dir, "runs").glob("*/*/summary.json")):
-        rec = _summary(summary.parent)
-        if (rec is None or rec.get("status") != "finished" or rec.get("mask_from") is not None
-                or rec.get("criterion", "magnitude") != "magnitude" or rec.get("model_config") != want_model
-                or rec.get("dataset") != cfg.data.name or rec.get("direction") != cfg.data.get("direction")
-                or abs(float(rec.get("target_sparsity") or 0) - sparsity) > 1e-9 or rec.get("seed") != cfg.seed
-                or rec.get("scheme") != p.scheme or rec.get("pattern", "unstructured") != _pattern(cfg)
-                or not (summary.parent / "checkpoint.pt").is_file()):
-            continue
-        has_step = rewind is None or RunFolder(summary.parent).kept_checkpoint(rewind).is_file()
-        (found if has_step else without_step).append((rec.get("exp_name") != cfg.exp_name, str(summary.parent)))
-    if found:
-        return Path(min(found)[1])
-    if without_step:
-        raise StartError(f"pruning.rewind_step={rewind}: the mask source {min(without_step)[1]} did not keep step {rewind}; "
-                         f"run it with trainer.keep_steps=[{rewind}], or rewind to a step it kept")
-    raise StartError(f"pruning.mask_from=auto: no finished magnitude-pruned run of this model and data at sparsity "
-                     f"{sparsity:g} (scheme {p.scheme}, seed {cfg.seed}) in {Path(cfg.results_dir, 'runs')}; "
-                     "run it first (a prune-run -m sweep runs mask sources first), or give pruning.mask_from=RUN_DIR")
-
-
-def _pattern(cfg) -> str:
-    from prune_cli.pruning import parse_pattern
-    nm = parse_pattern(cfg.pruning.get("pattern", "unstructured"))
-    return "unstructured" if nm is None else f"{nm[0]}:{nm[1]}"
-
-
-def check_source(source: Path, cfg, sparsity: float) -> dict:
-    """The summary of ``source``, a finished sparse run whose masks fit this run; StartError
-    (one line) otherwise. Reads summary.json only: cheap enough for every job of a sweep."""
-    where = f"pruning.mask_from={source}"
-    if not source.is_dir():
-        raise StartError(f"{where}: no such run folder; give the folder of a finished sparse run "
-                         "(it holds summary.json and checkpoint.pt), or auto")
-    rec = _summary(source)
-    if rec is None or rec.get("status") != "finished":
-        raise StartError(f"{where}: the run is not finished (no summary.json); let it finish "
-                         "(the same command resumes it), or give a finished run")
-    if not (source / "checkpoint.pt").is_file():
-        raise StartError(f"{where}: the run has no checkpoint.pt to take its masks from; give a run folder that has one")
-    model = cfg.model.name
-    if rec.get("model") != model:
-        raise StartError(f"{where} is a {rec.get('model')} run, this run trains {model}; give a run of the same model")
-    theirs, ours = json.loads(rec.get("model_config") or "{}"), json.loads(_model_config(cfg))
-    differ = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
-    if differ:
-        k = differ[0]
-        raise StartError(f"{where} trained another {model} (model.{k}={theirs.get(k)}, this run {ours.get(k)}); "
-                         "give a run of the same model and size")
-    theirs_sparsity = float(rec.get("target_sparsity") or 0)
-    if theirs_sparsity == 0:
-        raise StartError(f"{where} is a dense run: it has no masks; give a sparse run")
-    if abs(theirs_sparsity - sparsity) > 1e-6:
-        raise StartError(f"sparsity={sparsity:g} disagrees with {where} (pruned to {theirs_sparsity:g}); "
-                         f"use sparsity={theirs_sparsity:g}")
-    for key, ours_value, default in (("scheme", cfg.pruning.scheme, "uniform"), ("pattern", _pattern(cfg), "unstructured")):
-        if (rec.get(key) or default) != ours_value:
-            raise StartError(f"pruning.{key}={ours_value} disagrees with {where} ({key} {rec.get(key) or default}); "
-                             f"use pruning.{key}={rec.get(key) or default}")
-    return rec
-
-
-def kept_checkpoint(source: Path, step: int) -> Path:
-    """``source``'s checkpoint of step ``step`` (trainer.keep_steps); StartError naming the kept ones."""
-    path = RunFolder(source).kept_checkpoint(step)
-    if not path.is_file():
-        kept = sorted(int(f.stem[len("checkpoint_step"):]) for f in source.glob("checkpoint_step*.pt")
-                      if f.stem[len("checkpoint_step"):].isdigit())
-        raise StartError(f"pruning.rewind_step={step}: {source} did not keep step {step} "
-                         f"(kept: {', '.join(map(str, kept)) or 'none'}); run it with trainer.keep_steps=[{step}], "
-                         "or rewind to a step it kept")
-    return path

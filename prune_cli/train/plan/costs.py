@@ -23,17 +23,16 @@ The training forward is counted in training mode (InceptionV3's auxiliary head r
 training only), the inference forward in evaluation mode. Models are counted as a copy built
 on the ``meta`` device from the run's config: no weights, no memory, no random numbers.
 """
-import csv
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from prune_cli import builders
+from prune_cli.config import task_name
 from prune_cli.pruning.compute import ForwardCost, forward_cost, steps_macs
-from prune_cli.train.tasks import task_name
+from prune_cli.train.folder.files import RunFolder, kept_step_of
 
 UNITS = {"classification": "image", "language_model": "token", "translation": "sentence pair"}
 EXAMPLES = 2  # units in the example batch (batch norm in training mode needs 2 values per channel)
@@ -62,9 +61,8 @@ def examples_per_step(cfg) -> int:
 
 
 def meta_model(cfg, meta: dict) -> torch.nn.Module:
-    """The run's model built on the meta device (its structure and parameter names, no weights)."""
-    from prune_cli import builders  # a built-in family or the user's _target_, as the run builds it
-
+    """The run's model built on the meta device (its structure and parameter names, no weights):
+    a built-in family or the user's _target_, as the run builds it."""
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         return builders.build_model(cfg.model, meta)
 
@@ -118,34 +116,21 @@ def run_costs(cfg, meta: dict, model: torch.nn.Module = None) -> RunCosts:
     return RunCosts(UNITS[task], examples_per_step(cfg), costs["train"], costs["infer"], lengths)
 
 
-def read_updates(path: Path) -> List[Tuple[int, Dict[str, int]]]:
-    """(step, nnz per tensor) of every mask update in a run's sparsity.csv, in step order."""
-    updates: Dict[int, Dict[str, int]] = {}
-    if Path(path).is_file():
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                updates.setdefault(int(row["step"]), {})[row["layer"]] = int(row["nnz"])
-    return sorted(updates.items())
-
-
 def source_pipeline(init_from: str) -> Optional[float]:
     """Training MACs of the pipeline a run started from (0 from scratch; None when unknown).
     A checkpoint a run kept at step K (checkpoint_step<K>.pt, for rewinding) cost what came
     before that run plus its first K steps, on dense kernels: K of its ``steps`` equal steps."""
     if init_from in (None, "scratch"):
         return 0.0
-    try:
-        source = json.loads((Path(init_from).parent / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
+    source = RunFolder(Path(init_from).parent).read_summary() or {}
     value, own = source.get("train_macs_pipeline"), source.get("train_macs")
     if value is None:
         return None
-    kept = re.fullmatch(r"checkpoint_step(\d+)\.pt", Path(init_from).name)
+    kept = kept_step_of(Path(init_from))
     if kept is None:
         return float(value)
     trained = int(source["steps"]) - int(source.get("rewind_step") or 0)
-    return float(value) - float(own) + float(own) * (int(kept.group(1)) - int(source.get("rewind_step") or 0)) / trained
+    return float(value) - float(own) + float(own) * (kept - int(source.get("rewind_step") or 0)) / trained
 
 
 def number(x):
@@ -153,18 +138,29 @@ def number(x):
     return int(x) if x is not None and float(x).is_integer() else x
 
 
-def summary_fields(costs: RunCosts, steps: int, final_nnz: Dict[str, int], sparsity_csv: Path,
-                   init_from: str, first_step: int = 0) -> dict:
-    """summary.json's MAC fields (module docstring). ``steps``: the run's last step; ``first_step``:
-    where it began (a rewound run's K), so it trained steps - first_step steps."""
-    train = costs.train_macs(steps - first_step)
+def macs_to(costs: RunCosts, step: int, updates: List[Tuple[int, Dict[str, int]]], init_from: str,
+            first_step: int = 0) -> dict:
+    """The training MACs spent up to ``step`` (module docstring): dense kernels, sparse kernels (each
+    step at the masks it trained with: ``updates``, every mask update so far, RunFolder.read_updates),
+    and the pipeline (absent when the source's cost is unknown). ``first_step``: where the run began
+    (a rewound run's K), so it trained step - first_step steps."""
+    train = costs.train_macs(step - first_step)
     before = source_pipeline(init_from)
-    sparse = 3 * costs.examples_per_step * steps_macs(costs.train, read_updates(sparsity_csv), steps, first_step)
+    sparse = 3 * costs.examples_per_step * steps_macs(costs.train, updates, step, first_step)
+    fields = {"train_macs": train, "train_macs_sparse_kernels": sparse}
+    if before is not None:
+        fields["train_macs_pipeline"] = train + before
+    return fields
+
+
+def summary_fields(costs: RunCosts, steps: int, final_nnz: Dict[str, int], updates: List[Tuple[int, Dict[str, int]]],
+                   init_from: str, first_step: int = 0) -> dict:
+    """summary.json's MAC fields (module docstring). ``steps``: the run's last step (``macs_to``)."""
+    spent = macs_to(costs, steps, updates, init_from, first_step)
     fields = {
         "macs_unit": costs.unit, "examples_per_step": costs.examples_per_step,
         "infer_macs_dense": costs.infer.dense, "infer_macs": costs.infer.macs(final_nnz),
-        "train_macs": train, "train_macs_sparse_kernels": sparse,
-        "train_macs_pipeline": None if before is None else train + before,
+        **spent, "train_macs_pipeline": spent.get("train_macs_pipeline"),
     }
     fields = {k: number(v) if isinstance(v, float) else v for k, v in fields.items()}
     if costs.lengths:
