@@ -31,6 +31,8 @@ test: $(STAMP)  ## run the test suite (pytest)
 
 run: $(STAMP)  ## the main job: PTB large-sparse vs small-dense study (~10 min on 2 cores)
 	$(BIN)/prune-run -m experiment=ptb_laptop $(ARGS)
+	@echo "One budget (500 steps). The answer across training budgets, quality vs training MACs:"
+	@echo "  prune-run -m experiment=ptb_frontier seed=0,1,2 && make report   (docs/compute.md, about an hour a seed)"
 
 report: $(STAMP)  ## tables and figures from results/runs into results/report
 	$(BIN)/prune-report $(ARGS)

@@ -203,8 +203,6 @@ def main() -> None:
     sys.stderr = io.StringIO()
     try:
         entry()
-        if sweeper.failed:  # a sweep whose runs all ran, some of which failed or diverged
-            sys.exit(1)
     except SystemExit as e:
         if not _started:
             held = _release_stderr()
@@ -220,6 +218,8 @@ def main() -> None:
     finally:
         if not _started:
             _stderr.write(_release_stderr())
+    if sweeper.failed:  # a sweep whose runs all ran: 1 if some failed or diverged (2 if one refused its input)
+        sys.exit(max(status for _, status in sweeper.failed))
 
 
 if __name__ == "__main__":

@@ -34,9 +34,21 @@ def steps_of(lines):
 def test_a_redirected_run_prints_one_line_every_5_percent():
     lines = run(200, 0, 200, {"loss": "2.31", "sparsity": "0.5"})
     assert steps_of(lines) == list(range(10, 201, 10))
-    assert re.fullmatch(r"mlp: step 10/200 \(5%\) [0-9.e+]+ steps/s loss 2.31 sparsity 0.5", lines[0]), lines[0]
+    assert re.fullmatch(r"mlp: step 10/200 \(5%\) [0-9.e+]+ steps/s train loss 2.31 sparsity 0.5", lines[0]), lines[0]
     assert lines[-1].startswith("mlp: step 200/200 (100%) ")
     assert "\r" not in "".join(lines)
+
+
+def test_the_train_row_is_shown_only_when_it_is_new():
+    out = io.StringIO()
+    bar = progress.bar(100, 0, True, desc="mlp", stream=out)
+    for step in range(1, 31):
+        bar.update(1)
+        if step == 3:  # one metrics row, then none for two lines
+            bar.set_postfix({"loss": "6.72", "perplexity": "829"}, refresh=False)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("steps/s train loss 6.72 perplexity 829")
+    assert all(line.endswith("steps/s") for line in lines[1:]), lines
 
 
 def test_a_resumed_run_continues_on_the_same_grid_and_the_end_is_always_shown():

@@ -205,8 +205,19 @@ def test_multirun_sweeps_sizes_and_sparsities(data_root, tmp_path):
 
 
 def test_divergence_stops_with_a_clear_message(data_root, tmp_path):
-    out = prune_run(TINY + ["optim.lr=1e38", "optim.clip_grad_norm=null"], data_root, tmp_path)
-    assert out.returncode == 3 and "training loss is" in out.stderr
-    assert len([ln for ln in out.stderr.splitlines() if "training loss is" in ln]) == 1
-    assert "stopped: training loss is" in next(tmp_path.glob("runs/default/*/run.log")).read_text()
-    assert not list(tmp_path.glob("runs/default/*/summary.json"))
+    """Issue 29: one line naming the step, summary.json with status diverged, exit status 1; the
+    same command again does not train it (it would diverge the same way) and says so."""
+    args = TINY + ["optim.lr=1e38", "optim.clip_grad_norm=null"]
+    out = prune_run(args, data_root, tmp_path)
+    lines = [ln for ln in out.stderr.splitlines() if "diverged at step" in ln]
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert "(lr 1e+38); lower optim.lr or set optim.clip_grad_norm" in lines[0] and "Traceback" not in out.stderr
+    d = run_dir(tmp_path)
+    assert "stopped: diverged at step" in (d / "run.log").read_text()
+    s = json.loads((d / "summary.json").read_text())
+    assert s["status"] == "diverged" and s["diverged_step"] == s["steps"] >= 1 and s.get("perplexity") is None
+    assert f"diverged at step {s['diverged_step']}:" in lines[0] and s["diverged_reason"] in lines[0]
+    before = (d / "summary.json").read_bytes()
+    again = prune_run(args, data_root, tmp_path)
+    assert again.returncode == 1 and "not trained again" in again.stderr and "Traceback" not in again.stderr
+    assert (d / "summary.json").read_bytes() == before

@@ -75,14 +75,14 @@ def wait_for(folders: dict, poll: float = POLL_S) -> list:
 class DenseFirstSweeper(BasicSweeper):
     """BasicSweeper whose batches hold the from-scratch jobs first, then the ones that start from them,
     then the ones that take their masks from them. A job that failed or diverged returns its exit
-    status (prune_cli.cli._task); ``failed`` lists them once the sweep is done, and prune-run then
-    exits with status 1."""
+    status (prune_cli.cli._task); ``failed`` lists them, (overrides, status), once the sweep is done,
+    and prune-run then exits with the largest status (1: failed or diverged; 2: refused its input)."""
 
     failed: list = []  # set on the class by the sweep of this process (prune-run's main reads it)
 
     def sweep(self, arguments):
         returns = super().sweep(arguments)
-        type(self).failed = [" ".join(r.overrides) for batch in returns for r in batch
+        type(self).failed = [(" ".join(r.overrides), r.return_value) for batch in returns for r in batch
                              if isinstance(r.return_value, int) and r.return_value != 0]
         return returns
 

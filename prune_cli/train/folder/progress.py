@@ -4,7 +4,9 @@ A bar redraws itself with carriage returns: fine on a terminal, thousands of red
 lines in a redirected log (``make run > log``, CI, SLURM's output files). When stderr is not a
 terminal, progress is one plain line every 5% of the run instead:
 
-    ptb_lstm: step 120/2400 (5%) 14.2 steps/s loss 5.12 perplexity 167 sparsity 0
+    ptb_lstm: step 120/2400 (5%) 14.2 steps/s train loss 5.12 perplexity 167 sparsity 0
+
+(the train part only when a new metrics row came since the line before).
 """
 import logging
 import math
@@ -33,13 +35,14 @@ def _is_terminal(stream) -> bool:
 
 
 class PlainProgress:
-    """One line at every EVERY of ``total`` steps (and at the end): step, %, rate, the postfix."""
+    """One line at every EVERY of ``total`` steps (and at the end): step, %, rate, and the last
+    train row (named "train") only when a new one came since the previous line."""
 
     def __init__(self, total: int, initial: int, desc: str, stream, every: float = EVERY):
         self.total, self.n, self.desc, self.stream = total, initial, desc, stream
         self.interval = max(1, math.ceil(total * every))
         self.next = (initial // self.interval + 1) * self.interval
-        self.postfix = {}
+        self.postfix, self.fresh = {}, False
         self.first, self.started = initial, time.perf_counter()
         self.shown = initial
 
@@ -51,6 +54,7 @@ class PlainProgress:
 
     def set_postfix(self, values: dict, refresh: bool = False) -> None:
         self.postfix = dict(values)
+        self.fresh = True
 
     def close(self) -> None:
         if self.n != self.shown:
@@ -60,7 +64,8 @@ class PlainProgress:
         elapsed = time.perf_counter() - self.started
         rate = (self.n - self.first) / elapsed if elapsed > 0 else 0.0
         percent = 100.0 * self.n / self.total if self.total else 100.0
-        extra = "".join(f" {k} {v}" for k, v in self.postfix.items())
+        extra = " train" + "".join(f" {k} {v}" for k, v in self.postfix.items()) if self.fresh else ""
+        self.fresh = False
         self.stream.write(f"{self.desc}: step {self.n}/{self.total} ({percent:.0f}%) {rate:.3g} steps/s{extra}\n")
         self.stream.flush()
         self.shown = self.n
