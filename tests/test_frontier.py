@@ -225,11 +225,11 @@ def test_crossover_words_for_other_shapes():
     assert crossover_words(rows([1], [UNKNOWN]), "dense") == "training MACs on dense kernels not recorded"
 
 
-def test_a_run_without_sparse_kernel_macs_is_compared_on_dense_kernels_only(tmp_path):
+def test_a_run_without_sparse_kernel_macs_or_with_a_changing_lr(tmp_path):
     for seed, off in enumerate(DENSE_OFFSETS):
         write_run(tmp_path, f"k/dense_h48,seed={seed}", 48, 0.0, 1_000_000, seed, dense_evals(off))
     write_run(tmp_path, "k/sparse_h384,seed=0", 384, 0.9, 1_020_000, 0, [(100, 380.0, 6e11, None, 6e11)],
-              layers=LAYERS)
+              layers=LAYERS, extra_lines=["1,0.0,train,lr,0.5"])     # and a learning rate that changed
     rep = cli.make_report(tmp_path, tmp_path / "report")
     r = rep["tables"]["frontier"].csv.iloc[0]
     assert r["small-dense quality (dense kernels)"] == pytest.approx(dense_ppl(6e11), rel=1e-12)
@@ -237,6 +237,9 @@ def test_a_run_without_sparse_kernel_macs_is_compared_on_dense_kernels_only(tmp_
     w = rep["frontier"].crossovers.set_index("convention")["crossover"]
     assert w["sparse kernels"] == "training MACs on sparse kernels not recorded"
     assert (tmp_path / "report" / "figures" / "frontier_ptb_lstm_ptb.png").is_file()
+    assert rep["frontier"].varying_lr == ["k/sparse_h384,seed=0"]
+    assert "**Learning rate not constant** in 1 run(s) (`k/sparse_h384,seed=0`)" in (
+        tmp_path / "report" / "index.md").read_text()
 
 
 def test_runs_without_curves_are_named_with_the_reason(study):
