@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures, page, points, tables
+from . import figures, frontier, page, points, tables
 from .collect import collect
 
 MANIFEST = ".report-manifest"
@@ -80,18 +80,22 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
     paper_dir = Path(paper_dir) if paper_dir else default_paper_dir(results_dir)
     paper = tables.load_paper(paper_dir, coll.skipped)
     pts, runs = points.group(coll.runs)
+    front = frontier.build(runs, pts)       # reads each run's evaluation rows (metrics.csv)
+    coll.skipped.extend(front.skipped)
     configs = tables.with_paper(pts, paper)
     tbls = tables.build(configs, paper)
     summary = tables.pairing_summary(tbls[-1].csv)
     exports = tables.export_table(runs, coll.exports)
     if exports is not None:
         tbls.append(exports)
+    tbls.append(front.table)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_previous(out_dir)
     written = [p for t in tbls for p in tables.write(t, out_dir / "tables")]
     for name, df in (("runs", runs.drop(columns=["path"])),
                      ("points", points.to_csv_frame(pts)),
+                     ("frontier_curves", front.curves), ("frontier_no_curve", front.no_curve),
                      ("incomplete", pd.DataFrame(coll.incomplete, columns=["run", "last_step", "reason"])),
                      ("skipped", pd.DataFrame(coll.skipped, columns=["file", "reason"]))):
         df.to_csv(out_dir / f"{name}.csv", index=False)
@@ -99,6 +103,7 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
 
     fig_dir = out_dir / "figures"
     figs = figures.quality_vs_nnz(configs, paper, fig_dir) + figures.quality_vs_macs(configs, fig_dir)
+    figs += frontier.draw(front, fig_dir)
     figs.append(figures.sparsity_function(fig_dir))
     cands = _candidates(coll, run)
     for fname, draw in (
@@ -120,14 +125,14 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
                n_configs=len(configs), n_duplicates=int((runs["duplicate_of"] != "").sum()),
                max_seeds=int(pts["n_seeds"].max()) if len(pts) else 0, tables=tbls, summary=summary, figures=figs,
                incomplete=coll.incomplete, skipped=coll.skipped, notes=notes,
-               synthetic=synthetic, paper_dir=paper_dir or "(not found)")
+               synthetic=synthetic, paper_dir=paper_dir or "(not found)", frontier=front)
     written += page.write_page(ctx)
     (out_dir / MANIFEST).write_text(
         "\n".join(Path(p).relative_to(out_dir).as_posix() for p in written) + "\n", encoding="utf-8")
     return dict(out_dir=out_dir, index=out_dir / "index.md", n_finished=len(coll.runs),
                 n_incomplete=len(coll.incomplete), n_skipped=len(coll.skipped),
                 n_tables=len(tbls), n_figures=len(figs), files=written,
-                configs=configs, tables={t.name: t for t in tbls}, collection=coll)
+                configs=configs, tables={t.name: t for t in tbls}, collection=coll, frontier=front)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .frontier import crossover_lines
 from .tables import to_markdown
 
 
@@ -98,7 +99,8 @@ def blocks_for(ctx: dict) -> list:
          "`n/a (1 seed)` (run the study with `seed=0,1,2`). `inference MACs ratio` and `training "
          "MACs ratio` are the sparse model's MACs over its NNZ partner's: inference with the "
          "final masks (what sparse kernels would run), training on dense kernels (what masked "
-         "training runs); see docs/compute.md."),
+         "training runs) for the whole pipeline (`train_macs_pipeline`: a model pruned from a trained "
+         "dense model includes that model's training); see docs/compute.md."),
         ("export_sizes", "Exported files vs the storage accounting",
          "For each run with an `exports.json` (written by `prune-export`): the size of each "
          "exported file (dense, bit-mask, CSR, int8 bit-mask) beside the run's own estimates: "
@@ -113,6 +115,7 @@ def blocks_for(ctx: dict) -> list:
             b.append(("p", "Per family: how often the large-sparse model wins."))
             b.append(("table", ctx["summary"]))
         b += _table_blocks(tables[name], text, ctx, heading=False)
+    b += frontier_blocks(ctx)
     b.append(("h2", "Figures"))
     if not ctx["figures"]:
         b.append(("p", "No figures."))
@@ -132,6 +135,43 @@ def blocks_for(ctx: dict) -> list:
     b.append(("p", "Files that could not be read (malformed JSON or CSV); the rest of the report "
                    "is built without them."))
     b.append(("table", pd.DataFrame(ctx["skipped"], columns=["file", "reason"])))
+    return b
+
+
+def frontier_blocks(ctx: dict) -> list:
+    """The frontier section (report/frontier.py): protocol, crossover per NNZ class, the table,
+    and the runs that have no curve, with the reason."""
+    fr = ctx.get("frontier")
+    if fr is None or ctx["n_finished"] == 0:
+        return []
+    b = [("h2", "Quality vs training compute: the frontier"),
+         ("p", "Each configuration's evaluations during training, at its final sparsity, on the validation "
+               "split, against the training MACs spent to that step (dense kernels, including the run it "
+               "started from; and sparse kernels). The protocol: one run per configuration under a constant "
+               "learning rate, evaluated at log-spaced steps, so the model at step B is what a run of budget B "
+               "gives. Each large-sparse configuration meets the small-dense model of its NNZ (as in the "
+               "pairing table) at the same training MACs, that model's quality interpolated per seed linearly "
+               "in log MACs between its own evaluations, never extrapolated; the verdict is Welch's t-test at "
+               "95% over seeds. `frontier_curves.csv` has every curve (mean, std, n per step, Pareto front); "
+               "see docs/report.md.")]
+    if len(fr.crossovers):
+        b.append(("p", "**The crossover, per NNZ class** (who leads, in budget order):"))
+        b += [("p", "- " + line) for line in crossover_lines(fr)]
+    if len(fr.table.show):
+        b += _table_blocks(fr.table, "One row per large-sparse configuration and evaluated budget.", ctx,
+                           heading=False)
+    if fr.varying_lr:
+        b.append(("p", f"**Learning rate not constant** in {len(fr.varying_lr)} run(s) ("
+                       + ", ".join(f"`{r}`" for r in fr.varying_lr[:8]) + (" ..." if len(fr.varying_lr) > 8 else "")
+                       + "): with a decaying rate the model at step B of a long run is not what a run of "
+                         "budget B gives, so their curves are not a frontier."))
+    n = len(fr.no_curve)
+    if n:
+        b.append(("p", f"{n} run(s) have no curve" + (" (the first 20; all in `frontier_no_curve.csv`)" if n > 20
+                                                       else "") + ":"))
+        b.append(("table", fr.no_curve.head(20)))
+    else:
+        b.append(("p", "Every finished run has a curve."))
     return b
 
 

@@ -64,11 +64,12 @@ def _running_elsewhere(coll) -> list:
 
 def study_table(exp_dir: Path) -> str:
     from .collect import collect
+    from .frontier import build, crossover_lines
     from .points import budget_words, control, group
 
     exp_dir = Path(exp_dir)
     coll = collect(exp_dir.parent.parent, exp_dir.name)
-    pts, _ = group(coll.runs)
+    pts, runs = group(coll.runs)
     rows = []
     for p in pts.to_dict("records"):
         model = p["model"] + (f" {p['direction']}" if p["direction"] else "")
@@ -88,6 +89,10 @@ def study_table(exp_dir: Path) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *body)] if body else [len(c) for c in COLUMNS]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(COLUMNS), line("-" * w for w in widths)] + [line(r) for r in body]
+    crossings = crossover_lines(build(runs, pts)) if len(pts) else []
+    if crossings:   # the sweep's runs have curves (evaluations with training MACs): the frontier in words
+        out += ["", "Quality vs training MACs (the frontier; make report draws it): who leads, in budget order"]
+        out += [f"  {c}" for c in crossings]
     return "\n".join(out)
 
 

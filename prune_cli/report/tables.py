@@ -318,6 +318,16 @@ def _ratio(a, b) -> float:
     return a / b if b and b > 0 and not math.isnan(b) else np.nan
 
 
+def pipeline_macs(p) -> float:
+    """Training MACs of a point's whole pipeline: `train_macs_pipeline` (its own training plus the
+    run it started from: a model pruned after a 10-epoch dense run carries that run); a run from
+    scratch made before the pipeline was recorded has only `train_macs`; otherwise unknown (NaN)."""
+    pipe = p.get("train_macs_pipeline")
+    if pipe is not None and pipe == pipe:
+        return pipe
+    return p.get("train_macs", np.nan) if p.get("init", "fresh") == "fresh" else np.nan
+
+
 def fmt_p(p) -> str:
     return "" if p is None or math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -328,7 +338,7 @@ def pairing_table(configs: pd.DataFrame) -> Table:
     trained for its training MACs (budget=equal_compute), when the study has one: the difference
     of their means on the primary metric (signed: positive = large-sparse better), its standard
     error over seeds, Welch's p and the verdict of points.compare. Per pair also the ratios of
-    inference and training MACs (sparse / nearest dense by NNZ)."""
+    inference and training MACs (sparse / nearest dense by NNZ; training over the whole pipeline)."""
     rows, show = [], []
     for _, grp in configs.groupby(GROUP, sort=True):
         twin = is_twin(grp)
@@ -374,7 +384,7 @@ def pairing_table(configs: pd.DataFrame) -> Table:
                           f"SE by {by}": se, f"p by {by}": p, VERDICT[by]: verdict})
                 if by == "NNZ":
                     r["inference MACs ratio"] = _ratio(c["infer_macs"], np.nan if o is None else o["infer_macs"])
-                    r["training MACs ratio"] = _ratio(c["train_macs"], np.nan if o is None else o["train_macs"])
+                    r["training MACs ratio"] = _ratio(pipeline_macs(c), np.nan if o is None else pipeline_macs(o))
                 if by == "compute":
                     r["dense by compute: convention"] = "" if o is None else o["budget_convention"]
                 val = "" if o is None else (f"{fmt_macs(o[col])} training MACs" if by == "compute" else
