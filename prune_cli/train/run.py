@@ -67,6 +67,8 @@ def run(cfg) -> None:
         sys.exit(e.status)
     except tuple(kind for kinds, _, _ in EXIT for kind in kinds) as e:
         status, text = next((status, text) for kinds, status, text in EXIT if isinstance(e, kinds))
+        if isinstance(e, WriteError) and not run_dir.is_dir():  # someone removed it (a clean-up mid-sweep)
+            text = "error: {dir} was deleted while the run was writing into it; stopped (the same command starts it over)"
         if parallel.is_main or isinstance(e, (WriteError, distributed.RankMismatchError)):
             print("prune-run: " + text.format(e=e, dir=run_dir), file=sys.stderr)
         sys.exit(status)

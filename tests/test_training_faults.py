@@ -1,7 +1,12 @@
-"""Runs that diverge (issue 29, the training side): the watch on every step's loss, perplexities
-too large for a float, and a sweep that goes on past a diverged run."""
+"""Runs that go wrong (issue 29, the training side): the watch on every step's loss, perplexities
+too large for a float, a sweep that goes on past a diverged run, a run folder deleted mid-sweep."""
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -81,3 +86,25 @@ def test_a_huge_but_finite_loss_is_divergence_too(data_root, tmp_path):
     assert out.returncode == 1 and s["status"] == "diverged", out.stderr
     assert s["diverged_loss"] is None or s["diverged_loss"] > 0
     assert set(s["last_metrics"]) <= {"train", "valid"}
+
+
+@pytest.mark.slow
+def test_a_run_folder_deleted_mid_sweep_stops_that_run_alone(data_root, tmp_path):
+    """Another user cleans up while the sweep trains: the run whose folder vanished stops with one
+    line, the next run of the sweep trains to its end, and the sweep ends with status 1."""
+    env = {**os.environ, "PRUNE_DATA_ROOT": str(data_root)}
+    args = ["-m", *TINY, "trainer.epochs=40", "trainer.checkpoint_every=2", "model.hidden=12,8"]
+    sweep = subprocess.Popen([sys.executable, "-m", "prune_cli.cli", *args, f"results_dir={tmp_path}"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = None
+    deadline = time.time() + 120
+    while time.time() < deadline and first is None:
+        first = next(iter((tmp_path / "runs" / "default").glob("*model.hidden=12*/checkpoint.pt")), None)
+        time.sleep(0.02)
+    assert first is not None, "the first run ended before its first checkpoint"
+    shutil.rmtree(first.parent)
+    out, err = sweep.communicate(timeout=300)
+    said = [ln for ln in err.splitlines() if "was deleted while the run was writing into it" in ln]
+    assert sweep.returncode == 1 and len(said) == 1 and "Traceback" not in err, err
+    finished = [json.loads(p.read_text())["model_config"] for p in (tmp_path / "runs" / "default").glob("*/summary.json")]
+    assert len(finished) == 1 and '"hidden": 8' in finished[0]
