@@ -155,6 +155,26 @@ def test_exact_counts_constant_nnz_smallest_dropped_and_regrown_at_zero(grow, op
     assert torch.isfinite(model(x[0], x[1])).all()
 
 
+@pytest.mark.parametrize("grow", ["gradient", "random"])
+def test_channels_last_and_an_unknown_optimizer(grow):
+    """Masks in the weight's layout, keys in its logical order; an optimizer outside ZERO_PRESERVING
+    gets its weights re-masked after every step, as with gradual pruning."""
+    torch.manual_seed(0)
+    model = Net().to(memory_format=torch.channels_last)
+    assert not model.conv.weight.is_contiguous()
+    optimizer = torch.optim.ASGD(model.parameters(), lr=0.05)
+    rule = DynamicRule(0.6, 30, update_every=3, drop_fraction=0.5, end_fraction=1.0, grow=grow)
+    pruner = Pruner(model, rule.schedule, PARAMS, optimizer=optimizer, rule=rule)
+    moved = []
+    fit(model, pruner, optimizer, 0, 30, on_update=lambda step: moved.append(
+        {s.name: s.dropped for s in pruner.stats()}))
+    assert len(moved) == 10 and moved[1]["conv.weight"] == rule.moved(3, rule.counts["conv.weight"], 108) > 0
+    named = dict(model.named_parameters())
+    for n, m in pruner.masks.items():
+        assert int(m.count_nonzero()) == rule.counts[n] and torch.all(named[n][m == 0] == 0)
+    assert pruner.masks["conv.weight"].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_initial_masks_random_exact_from_the_seed_not_the_training_rng():
     def start(seed, rule_seed):
         model, pruner, optimizer = make(seed=seed, rule_seed=rule_seed)
@@ -225,6 +245,8 @@ def test_erk_hand_worked():
     assert erk_counts({"a": (4, 4), "b": (8, 8)}, 0.5) == {"a": 13, "b": 27}
     # eps = 52 / 24 makes a's density 2.17: a is kept dense, b takes the rest
     assert erk_counts({"a": (2, 2), "b": (10, 10)}, 0.5) == {"a": 4, "b": 48}
+    # a cascade: at eps = 46 / 46 only a exceeds 1; kept dense, it frees budget, eps = 45 / 44 and b exceeds 1 too
+    assert erk_counts({"a": (1, 1), "b": (2, 2), "c": (20, 20)}, 1 - 46 / 405) == {"a": 1, "b": 4, "c": 41}
     # a convolution's density counts its kernel: (6 + 3 + 3 + 3) / (6 * 3 * 3 * 3) per unit of eps
     # 61 = round(612 * 0.1) ones; eps = 61 / (15 + 45): shares 15.25 and 45.75
     assert erk_counts({"c": (6, 3, 3, 3), "d": (30, 15)}, 0.9) == {"c": 15, "d": 46}

@@ -62,8 +62,8 @@ def erk_counts(shapes: Mapping[str, Sequence[int]], sparsity: float) -> Dict[str
 
     A tensor's density is eps * sum(shape) / numel, one eps for all, so its share of the target
     is eps * sum(shape). A tensor whose density would exceed 1 is kept dense and eps recomputed
-    over the rest, the densest first, one at a time, as RigL's code does (a tensor made dense
-    takes more than its share, which lowers eps for the others). The arithmetic is exact
+    over the rest, the densest first, one at a time, as RigL's code does (a dense tensor takes
+    less than its share, which raises eps: another tensor may now exceed 1). The arithmetic is exact
     (fractions): the shares of the sparse tensors are (T - D) * S_l / sum S, T the target, D the
     dense tensors' numel, S_l = sum(shape_l); their floors get the remaining ones by largest
     remainder, ties to the earlier tensor.
