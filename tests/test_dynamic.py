@@ -37,7 +37,8 @@ PARAMS = ["emb.weight", "conv.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0",
 
 def batch(step):
     g = torch.Generator().manual_seed(500 + step)
-    return torch.randint(0, 30, (6, 4), generator=g), torch.randn(6, 2, 5, 5, generator=g), torch.randint(0, 4, (6,), generator=g)
+    return (torch.randint(0, 30, (6, 4), generator=g), torch.randn(6, 2, 5, 5, generator=g),
+            torch.randint(0, 4, (6,), generator=g))
 
 
 def make(grow="gradient", opt="sgd", seed=0, sparsity=0.7, total=60, every=5, alpha=0.5, end=0.8, distribution="uniform",
@@ -85,10 +86,11 @@ def test_update_steps_fraction_and_dense_gradient_steps():
     assert rigl.update_steps(1000) == [100, 200, 300, 400, 500, 600, 700]
     assert rigl.dense_gradient_steps(1000) == [100, 200, 300, 400, 500, 600, 700]
     assert rigl.update_steps(350) == [100, 200, 300]
-    assert [rigl.is_update_step(t) for t in (0, 1, 100, 150, 700, 750, 800)] == [True, False, True, False, True, False, False]
+    assert [rigl.is_update_step(t) for t in (0, 1, 100, 150, 700, 750, 800)] == [1, 0, 1, 0, 1, 0, 0]
     assert rigl.fraction_at(100) == 0.3 / 2 * (1 + math.cos(math.pi * 100 / 750))
     assert rigl.fraction_at(375) == pytest.approx(0.15)
-    assert rigl.moved(100, 1000, 10000) == math.floor(0.3 / 2 * (1 + math.cos(math.pi * 100 / 750)) * 1000) == 287  # cos(2π/15) = 0.91355
+    # 0.15 * (1 + cos(2π/15)) = 0.15 * 1.91355 = 0.28703
+    assert rigl.moved(100, 1000, 10000) == math.floor(0.3 / 2 * (1 + math.cos(math.pi * 100 / 750)) * 1000) == 287
     assert rigl.moved(100, 1000, 1100) == 100  # capped at the inactive weights: dropped and regrown are disjoint
     assert DynamicRule(0.9, 1000, grow="random").dense_gradient_steps(1000) == []
     assert DynamicRule(0.5, 10, update_every=100).update_steps(10) == []  # T_end before the first update: static
@@ -411,7 +413,7 @@ def _rigl(**overrides):
 
 @pytest.mark.parametrize("overrides, sparsity, pattern, init_from, fragment", [
     ({}, 0.5, "2:4", "auto", "pruning=rigl with pruning.pattern=2:4: drop and regrow move single weights"),
-    ({}, 0.9, "unstructured", "results/runs/x/y/checkpoint.pt", "pruning=rigl with init_from=results/runs/x/y/checkpoint.pt"),
+    ({}, 0.9, "unstructured", "runs/x/y/checkpoint.pt", "pruning=rigl with init_from=runs/x/y/checkpoint.pt"),
     ({"update_every": 0}, 0.9, "unstructured", "none", "pruning.update_every=0 must be a positive integer"),
     ({"update_every": -5}, 0.9, "unstructured", "none", "pruning.update_every=-5 must be a positive integer"),
     ({"update_every": 2.5}, 0.9, "unstructured", "none", "pruning.update_every=2.5 must be a positive integer"),
@@ -419,7 +421,8 @@ def _rigl(**overrides):
     ({"drop_fraction": 1.5}, 0.9, "unstructured", "none", "pruning.drop_fraction=1.5 must be a fraction in (0, 1]"),
     ({"end_fraction": 0}, 0.9, "unstructured", "none", "pruning.end_fraction=0 must be a fraction of the run in (0, 1]"),
     ({"distribution": "er"}, 0.9, "unstructured", "none", "unknown pruning.distribution 'er'; valid: uniform, erk"),
-    ({"grow": "momentum"}, 0.9, "unstructured", "none", "unknown pruning.grow 'momentum'; valid: gradient (RigL), random (SET)"),
+    ({"grow": "momentum"}, 0.9, "unstructured", "none",
+     "unknown pruning.grow 'momentum'; valid: gradient (RigL), random (SET)"),
     ({}, 0, "unstructured", "none", "pruning=rigl with sparsity=0: dynamic sparse training holds its target sparsity"),
     ({"scheme": "global"}, 0.9, "unstructured", "none", "pruning=rigl with pruning.scheme=global"),
     ({"criterion": "random"}, 0.9, "unstructured", "none", "pruning=rigl with pruning.criterion=random"),

@@ -97,8 +97,8 @@ def erk_counts(shapes: Mapping[str, Sequence[int]], sparsity: float) -> Dict[str
 COUNTS = {"uniform": uniform_counts, "erk": erk_counts}
 
 
-def _fraction_in(name: str, value, low_open=True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 1 if low_open else 0 <= value <= 1):
+def _fraction_in(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"{name}={value} must be a fraction in (0, 1]")
     return float(value)
 
