@@ -29,6 +29,8 @@ weights, of exactly the size eq. 1 gives. Random keys are a random permutation o
 masks are the same on every device and the training RNG stream is untouched. The same select
 (and N:M's group protection) then works on them unchanged. A third source of masks is a finished
 run's final masks (``fixed=``): every update sets exactly those, for the controls of train/plan/start.py.
+A fourth is a dynamic rule (``rule=``, pruning/dynamic.py: RigL, SET), which holds the sparsity
+from the first step and moves the connections; the Pruner applies its masks as it does the others'.
 """
 import fnmatch
 import hashlib
@@ -252,6 +254,8 @@ class LayerStats:
     nnz: int
     target_sparsity: float
     sparsity: float
+    dropped: int = 0  # a dynamic rule's last update: weights dropped and as many regrown (else 0)
+    regrown: int = 0
 
 
 def _resolve(model: nn.Module, params: Union[str, Iterable[str]]) -> List[str]:
@@ -302,11 +306,15 @@ class Pruner:
     ``fixed``: a finished run's final masks, as its Pruner's ``state_dict()``: every update sets
     exactly these (the tensors it left dense stay dense); with a one-update schedule they are set
     once and never change.
+    ``rule``: a dynamic rule (pruning/dynamic.py, RigL or SET): the masks are at the rule's per-tensor
+    counts from the first ``step()`` and move at its update steps; ``schedule`` must then hold the
+    rule's sparsity from step 0 (``rule.schedule``), with scheme uniform, pattern unstructured and
+    criterion magnitude. ``mask_gradients()`` shows it the dense gradient before masking it.
     """
 
     def __init__(self, model: nn.Module, schedule: GradualSchedule, params, scheme: str = "uniform",
                  optimizer: Optional[torch.optim.Optimizer] = None, pattern: str = "unstructured",
-                 criterion: str = "magnitude", seed: int = 0, fixed: Optional[dict] = None):
+                 criterion: str = "magnitude", seed: int = 0, fixed: Optional[dict] = None, rule=None):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pruning scheme '{scheme}'; use one of {', '.join(SCHEMES)}")
         if criterion not in CRITERIA:
@@ -346,7 +354,24 @@ class Pruner:
         self.masks: Dict[str, torch.Tensor] = {}  # name -> float mask, only once a tensor is pruned
         self.targets: Dict[str, float] = {n: 0.0 for n in self.names}
         self.fixed = None if fixed is None else self._check_fixed(fixed, named)
+        self.rule = rule
+        self.moved: Dict[str, Tuple[int, int]] = {}  # name -> (dropped, regrown) at the rule's last update
+        if rule is not None:
+            self._check_rule(rule)
+            rule.bind(self.names, [p.shape for p in self.params])
         self._index_masks()
+
+    def _check_rule(self, rule) -> None:
+        """A dynamic rule allocates and moves the masks itself: nothing else may choose them."""
+        for what, value, fine in (("scheme", self.scheme, "uniform"), ("pattern", self.pattern, "unstructured"),
+                                  ("criterion", self.criterion, "magnitude")):
+            if value != fine:
+                raise ValueError(f"a dynamic rule ({rule!r}) with {what} {value}: it allocates and moves the masks "
+                                 f"itself; use {what} {fine}")
+        s = self.schedule
+        if s.sparsity_at(0) != s.final_sparsity or abs(s.final_sparsity - rule.sparsity) > 1e-12:
+            raise ValueError(f"a dynamic rule holds sparsity {rule.sparsity:g} from step 0, the schedule {s!r} does not: "
+                             "give the Pruner rule.schedule")
 
     def _check_fixed(self, state: dict, named: Dict[str, torch.Tensor]) -> dict:
         """The masks (bool, CPU) and per-tensor targets of ``state`` (a Pruner's state_dict), checked
@@ -367,15 +392,21 @@ class Pruner:
     # -- schedule -------------------------------------------------------------------------
     def target_at(self, step: int) -> Dict[str, float]:
         """Target sparsity of every selected tensor after the update (if any) at ``step``."""
+        if self.rule is not None:
+            return dict(self.rule.targets)
         return {n: self.schedule.sparsity_at(step - off) for n, off in zip(self.names, self.offsets)}
 
     def is_update_step(self, step: int) -> bool:
+        if self.rule is not None:
+            return self.rule.is_update_step(step)
         return any(self.schedule.is_update_step(step - off) for off in set(self.offsets))
 
     # -- training-loop API ----------------------------------------------------------------
     @torch.no_grad()
     def step(self, step: int) -> bool:
         """Call after each optimizer step. Returns True when the masks were updated."""
+        if self.rule is not None:
+            return self._rule_step(step)
         updated = self.is_update_step(step)
         if updated:
             self.update_masks(self.target_at(step))
@@ -384,6 +415,27 @@ class Pruner:
         elif type(self.optimizer) not in ZERO_PRESERVING:
             self.apply_masks()
         return updated
+
+    @torch.no_grad()
+    def _rule_step(self, step: int) -> bool:
+        """The dynamic rule's masks, when it has any for ``step``: outside the survivors the weights
+        and their optimizer state are zeroed (dropped ones, and regrown ones, which start at 0)."""
+        moves = self.rule.update(step, self.names, self.params, self.masks)
+        if moves is None:
+            if type(self.optimizer) not in ZERO_PRESERVING:
+                self.apply_masks()
+            return False
+        self.moved = {}
+        for name, (keep, survivors, moved) in moves.items():
+            self._set_mask(name, keep, self.rule.targets[name])
+            p = self.params[self.names.index(name)]
+            gone = ~survivors
+            p.masked_fill_(gone, 0)
+            for value in (self.optimizer.state.get(p, {}).values() if self.optimizer is not None else ()):
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.masked_fill_(gone, 0)
+            self.moved[name] = (moved, moved)
+        return True
 
     @torch.no_grad()
     def _clear_optimizer_state(self) -> None:
@@ -398,6 +450,8 @@ class Pruner:
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned weights (call after backward, before clipping)."""
+        if self.rule is not None:  # RigL ranks the inactive weights by this dense gradient
+            self.rule.see_gradients(self.names, self.params, self.masks)
         grads, masks = [], []
         for p, m in zip(self._masked_params, self._mask_list):
             if p.grad is not None:
@@ -471,7 +525,7 @@ class Pruner:
         out = []
         for n, p in zip(self.names, self.params):
             nnz = int(self.masks[n].count_nonzero()) if n in self.masks else p.numel()
-            out.append(LayerStats(n, p.numel(), nnz, self.targets[n], 1.0 - nnz / p.numel()))
+            out.append(LayerStats(n, p.numel(), nnz, self.targets[n], 1.0 - nnz / p.numel(), *self.moved.get(n, (0, 0))))
         return out
 
     def sparsity(self) -> float:
@@ -491,6 +545,8 @@ class Pruner:
         }
         if self.generator is not None:  # where the random masks' stream stands: resume draws on from here
             state["generator"] = self.generator.get_state()
+        if self.rule is not None:  # its settings, generator and step: resume moves the masks on from here
+            state["rule"] = self.rule.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -504,6 +560,12 @@ class Pruner:
         if criterion != self.criterion:
             raise ValueError(f"pruner state is for criterion {criterion}, this pruner's is {self.criterion}: "
                              "use the config the checkpoint was made with")
+        if ("rule" in state) != (self.rule is not None):
+            raise ValueError("pruner state is for " + ("a dynamic rule" if "rule" in state else "gradual pruning")
+                             + ", this pruner's is " + ("a dynamic rule" if self.rule is not None else "gradual pruning")
+                             + ": use the config the checkpoint was made with")
+        if self.rule is not None:
+            self.rule.load_state_dict(state["rule"])
         if self.generator is not None:
             self.generator.set_state(state["generator"])
         named = dict(zip(self.names, self.params))
