@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from prune_cli import builders, models
 from prune_cli.config import ConfigError, conf_dir, effective_sparsity, group_options
 from prune_cli.pruning import CRITERIA, SCHEMES, parse_pattern, pattern_sparsity
+from prune_cli.pruning.dynamic import check_dynamic
 from prune_cli.train.engine.tasks import TASKS
 from prune_cli.train.plan import budget
 from prune_cli.train.plan.sources import StartError, check_source, kept_checkpoint
@@ -289,6 +290,10 @@ def _check_pruning(cfg: DictConfig) -> float:
     if p.scheme not in SCHEMES:
         raise ConfigError(f"unknown pruning.scheme '{p.scheme}'; valid: {', '.join(SCHEMES)}")
     sparsity = _check_pattern(p, sparsity)
+    try:
+        check_dynamic(p, sparsity, p.get("pattern", "unstructured"), cfg.init_from)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if p.name == "none" and sparsity > 0:
         raise ConfigError(f"pruning=none with sparsity={sparsity}: use pruning=gradual (or oneshot), or sparsity=0")
     _fraction("pruning.initial_sparsity", p.initial_sparsity)

@@ -36,7 +36,8 @@ def starts_from_dense(cfg: DictConfig) -> bool:
     """A sparse run that looks for a trained dense model to start from (train/plan/start.py)."""
     from prune_cli.config import effective_sparsity
     return (effective_sparsity(cfg) > 0 and str(cfg.get("init_from", "auto")) == "auto"
-            and cfg.pruning.get("mask_from") is None)
+            and cfg.pruning.get("mask_from") is None
+            and cfg.pruning.get("grow") is None)  # RigL / SET train sparse from scratch (pruning/dynamic.py)
 
 
 def wave(cfg: DictConfig) -> int:

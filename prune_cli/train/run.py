@@ -116,7 +116,7 @@ def _run(cfg, folder: RunFolder, hydra_cfg, parallel: distributed.Parallel, stop
         loop.extra.update(init_from=plan.start.init_from, start=plan.start.record(), lr=plan.lr)
         splits = list(data.eval_splits)
         macs_at = (lambda step: costs.macs_to(plan.costs, step, folder.read_updates(), plan.start.init_from,
-                                              loop.first_step)) if plan.costs else None
+                                              loop.first_step, plan.dense_gradients(step))) if plan.costs else None
         try:
             loop = fit(model=model, task=task, data=data, optimizer=optimizer, pruner=pruner, cfg=cfg, folder=folder,
                        state=loop, total_steps=plan.total, eval_split=next((s for s in splits if s != "test"), None),

@@ -36,7 +36,7 @@ def build_training(cfg, plan, model):
     try:
         pruner = Pruner(model, plan.schedule, list(cfg.model.prune), scheme=cfg.pruning.scheme, optimizer=optimizer,
                         pattern=cfg.pruning.get("pattern", "unstructured"),
-                        criterion=cfg.pruning.get("criterion", "magnitude"), seed=cfg.seed, fixed=plan.start.masks)
+                        criterion=cfg.pruning.get("criterion", "magnitude"), seed=cfg.seed, fixed=plan.start.masks, rule=plan.rule)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return optimizer, pruner

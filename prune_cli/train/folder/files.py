@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from omegaconf import OmegaConf
 
 METRICS_HEADER = ["step", "epoch", "split", "metric", "value"]
-SPARSITY_HEADER = ["step", "layer", "numel", "nnz", "target_sparsity", "sparsity"]
+SPARSITY_HEADER = ["step", "layer", "numel", "nnz", "target_sparsity", "sparsity", "dropped", "regrown"]
 SCHEMA_VERSION = 1
 
 
@@ -130,6 +130,8 @@ class RunFolder:
         if path.is_file():
             with open(path, newline="") as f:
                 for row in csv.reader(f):
+                    if len(row) == 6 and len(header) == 8:  # sparsity.csv before dropped,regrown: none moved
+                        row = row + ["0", "0"]
                     if len(row) == len(header) and row[0].isdigit() and int(row[0]) <= step:
                         rows.append(row)
         lines = [",".join(header)] + [",".join(r) for r in rows]
@@ -147,8 +149,8 @@ class RunFolder:
             w.metrics(step, split, metrics)
 
     def log_sparsity(self, step: int, stats) -> None:
-        self._append(self.sparsity, [[step, s.name, s.numel, s.nnz, repr(s.target_sparsity), repr(s.sparsity)]
-                                     for s in stats])
+        self._append(self.sparsity, [[step, s.name, s.numel, s.nnz, repr(s.target_sparsity), repr(s.sparsity),
+                                      getattr(s, "dropped", 0), getattr(s, "regrown", 0)] for s in stats])
         for w in self.watchers:
             w.sparsity(step, stats)
 

@@ -139,14 +139,18 @@ def number(x):
 
 
 def macs_to(costs: RunCosts, step: int, updates: List[Tuple[int, Dict[str, int]]], init_from: str,
-            first_step: int = 0) -> dict:
+            first_step: int = 0, dense_gradients: int = 0) -> dict:
     """The training MACs spent up to ``step`` (module docstring): dense kernels, sparse kernels (each
     step at the masks it trained with: ``updates``, every mask update so far, RunFolder.read_updates),
     and the pipeline (absent when the source's cost is unknown). ``first_step``: where the run began
-    (a rewound run's K), so it trained step - first_step steps."""
+    (a rewound run's K), so it trained step - first_step steps. ``dense_gradients``: the steps that
+    took a dense gradient for a mask update (RigL), each costing f_D - f_S more on sparse kernels
+    (a backward pass of the dense weights' gradient, as RigL's appendix counts it)."""
     train = costs.train_macs(step - first_step)
     before = source_pipeline(init_from)
     sparse = 3 * costs.examples_per_step * steps_macs(costs.train, updates, step, first_step)
+    if dense_gradients and updates:
+        sparse += costs.examples_per_step * dense_gradients * (costs.train.dense - costs.train.macs(updates[-1][1]))
     fields = {"train_macs": train, "train_macs_sparse_kernels": sparse}
     if before is not None:
         fields["train_macs_pipeline"] = train + before
@@ -154,9 +158,9 @@ def macs_to(costs: RunCosts, step: int, updates: List[Tuple[int, Dict[str, int]]
 
 
 def summary_fields(costs: RunCosts, steps: int, final_nnz: Dict[str, int], updates: List[Tuple[int, Dict[str, int]]],
-                   init_from: str, first_step: int = 0) -> dict:
+                   init_from: str, first_step: int = 0, dense_gradients: int = 0) -> dict:
     """summary.json's MAC fields (module docstring). ``steps``: the run's last step (``macs_to``)."""
-    spent = macs_to(costs, steps, updates, init_from, first_step)
+    spent = macs_to(costs, steps, updates, init_from, first_step, dense_gradients)
     fields = {
         "macs_unit": costs.unit, "examples_per_step": costs.examples_per_step,
         "infer_macs_dense": costs.infer.dense, "infer_macs": costs.infer.macs(final_nnz),

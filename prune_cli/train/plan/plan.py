@@ -7,7 +7,9 @@ by the same code.
               under a budget
     planned   the recipe's own length; ``total``: the steps this run trains (capped by
               trainer.max_steps, or the budget's)
-    schedule  the pruning schedule (eq. 1, or a fixed-mask run's one update)
+    schedule  the pruning schedule (eq. 1, a fixed-mask run's one update, or a dynamic rule's
+              constant target from step 0)
+    rule      RigL / SET's mask-update rule (pruning/dynamic.py), None for every other run
     costs     MACs per unit (plan/costs.py), None when the model cannot be counted (``uncounted`` says why)
     budget    the equal-compute budget (plan/budget.py) or None
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from prune_cli.config import ConfigError, run_config
+from prune_cli.pruning.dynamic import dynamic_rule
 from prune_cli.train.plan import budget as budgets
 from prune_cli.train.plan import costs as run_costs
 from prune_cli.train.plan.recipe import build_schedule, recipe, run_length
@@ -33,6 +36,7 @@ class Plan:
     costs: Optional[run_costs.RunCosts]
     uncounted: str
     budget: Optional[budgets.Budget]
+    rule: Any = None
 
     @property
     def sparsity(self) -> float:
@@ -42,11 +46,18 @@ class Plan:
     def lr(self) -> float:
         return float(self.optim.lr)
 
+    def dense_gradients(self, step: int) -> int:
+        """How many of the steps up to ``step`` took a dense gradient for a mask update (RigL)."""
+        return len(self.rule.dense_gradient_steps(step)) if self.rule is not None else 0
+
     def summary_fields(self, step: int, final_nnz: dict, updates: list, first_step: int) -> dict:
         """summary.json's fields of the plan: the start, the MACs spent (to ``step``), the budget."""
         fields = self.start.summary()
         if self.costs is not None:
-            fields.update(run_costs.summary_fields(self.costs, step, final_nnz, updates, self.start.init_from, first_step))
+            fields.update(run_costs.summary_fields(self.costs, step, final_nnz, updates, self.start.init_from, first_step,
+                                                   self.dense_gradients(step)))
+        if self.rule is not None:  # RigL / SET: how its connections moved
+            fields.update({k: v for k, v in self.rule.config().items() if k != "sparsity"})
         if self.budget is not None:
             fields.update(self.budget.summary())
         return fields
@@ -82,6 +93,11 @@ def make_plan(cfg, meta: dict, steps_per_epoch: int, state: Optional[dict] = Non
     if late:
         raise ConfigError(f"trainer.eval_at={list(cfg.trainer.eval_at)} holds step {late[0]}, beyond the run's "
                           f"{total} steps; evaluate within the run (its end is evaluated anyway)")
-    schedule = (start.schedule(float(cfg.sparsity))
-                or build_schedule(cfg, steps_per_epoch, total, from_trained=start.init_from != "scratch", planned=planned))
-    return Plan(cfg, steps_per_epoch, start, optim, planned, total, schedule, counted, uncounted, budget)
+    try:
+        rule = dynamic_rule(cfg.pruning, float(cfg.sparsity), total, cfg.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    schedule = rule.schedule if rule is not None else (
+        start.schedule(float(cfg.sparsity))
+        or build_schedule(cfg, steps_per_epoch, total, from_trained=start.init_from != "scratch", planned=planned))
+    return Plan(cfg, steps_per_epoch, start, optim, planned, total, schedule, counted, uncounted, budget, rule)

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from prune_cli.pruning import OneShotSchedule, stream_seed
+from prune_cli.pruning.dynamic import is_dynamic
 from prune_cli.train.folder import checkpoint as ckpt
 from prune_cli.train.folder.files import RunFolder
 from prune_cli.train.plan.sources import StartError, check_source, find_dense_run, find_mask_source, kept_checkpoint
@@ -108,8 +109,8 @@ def _own_masks(cfg) -> Start:
     criterion = cfg.pruning.get("criterion", "magnitude")
     sparse = float(cfg.sparsity) > 0
     init = str(cfg.init_from)
-    if init == "auto":
-        path = find_dense_run(cfg, cfg.seed) if sparse else None
+    if init == "auto":  # a dynamic sparse run (RigL, SET) trains sparse from its first step, from scratch
+        path = find_dense_run(cfg, cfg.seed) if sparse and not is_dynamic(cfg.pruning) else None
     else:
         path = None if init == "none" else str(Path(init).expanduser())
     if path is None:
