@@ -102,13 +102,18 @@ def match(cfg, meta: dict, own_total: int, own_costs, partner) -> Budget:
         raise ConfigError(f"budget.match: the partner's MACs cannot be counted ({partner.uncounted})")
     p = partner.cfg
     sparse = float(p.sparsity) > 0 and p.pruning.name != "none"
+    extra = 0.0
     if convention(cfg) == "sparse_kernels" and sparse:
         pruner = Pruner(costs.meta_model(p, meta), partner.schedule, list(p.model.prune), scheme=p.pruning.scheme,
-                        pattern=p.pruning.get("pattern", "unstructured"))
-        forward = steps_macs(partner.costs.train, planned_updates(pruner, partner.total), partner.total)
+                        pattern=p.pruning.get("pattern", "unstructured"), rule=partner.rule)
+        updates = planned_updates(pruner, partner.total)
+        forward = steps_macs(partner.costs.train, updates, partner.total)
+        if partner.dense_gradients(partner.total):  # RigL: a dense gradient at each of its mask updates
+            dense, sparse_fwd = partner.costs.train.dense, partner.costs.train.macs(updates[-1][1])
+            extra = partner.costs.examples_per_step * partner.dense_gradients(partner.total) * (dense - sparse_fwd)
     else:
         forward = partner.total * partner.costs.train.dense
-    target = 3 * partner.costs.examples_per_step * forward
+    target = 3 * partner.costs.examples_per_step * forward + extra
     steps = max(1, round(target / own_costs.train_macs(1)))
     who = {**model_widths(p.model), "target_sparsity": float(p.sparsity), "scheme": p.pruning.scheme,
            "pattern": p.pruning.get("pattern", "unstructured"), "steps": partner.total}
