@@ -1,14 +1,9 @@
 """RigL and SET through prune-run (issue 28): the one loop, the one pruner, the results contract."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from test_run_e2e import TINY, data_root, prune_run, read_csv, run_dir  # noqa: F401  (data_root: the fixture)
+from test_run_e2e import TINY, data_root, clean_and_resumed, prune_run, read_csv, run_dir  # noqa: F401
 
 pytestmark = pytest.mark.slow
 DST = TINY + ["sparsity=0.75", "pruning.update_every=3", "pruning.end_fraction=0.5"]
@@ -50,22 +45,11 @@ def test_rigl_pays_its_dense_gradients_on_sparse_kernels_and_set_does_not(data_r
 
 def test_a_killed_rigl_run_resumes_bit_identically(data_root, tmp_path):
     args = DST + ["pruning=rigl", "pruning.distribution=erk", "trainer.checkpoint_every=4", "model.dropout=0.3"]
-    clean = tmp_path / "clean"
-    assert prune_run(args, data_root, clean).returncode == 0
-    killed = tmp_path / "killed"
-    env = {**os.environ, "PRUNE_DATA_ROOT": str(data_root)}
-    proc = subprocess.Popen([sys.executable, "-m", "prune_cli.cli", *args, f"results_dir={killed}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not list(killed.glob("runs/default/*/checkpoint.pt")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert prune_run(args, data_root, killed).returncode == 0
-    want, got = (json.loads((run_dir(r) / "summary.json").read_text()) for r in (clean, killed))
+    clean, killed = clean_and_resumed(args, data_root, tmp_path)
+    want, got = (json.loads((d / "summary.json").read_text()) for d in (clean, killed))
     for key in ("perplexity", "val_perplexity", "params_nnz", "train_macs_sparse_kernels"):
         assert got[key] == want[key], key
-    assert read_csv(run_dir(killed) / "sparsity.csv") == read_csv(run_dir(clean) / "sparsity.csv")
+    assert read_csv(killed / "sparsity.csv") == read_csv(clean / "sparsity.csv")
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from test_run_e2e import TINY, data_root, prune_run, read_csv, run_dir  # noqa: F401  (data_root: the fixture)
+from test_run_e2e import TINY, data_root, clean_and_resumed, prune_run, read_csv, run_dir  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -54,27 +54,10 @@ def test_the_model_at_step_b_is_what_a_run_of_budget_b_gives(data_root, tmp_path
 
 
 def test_resume_keeps_the_evaluation_rows_exact(data_root, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     args = TINY + ["sparsity=0.5", "pruning.frequency=2", "trainer.eval_at=[3,9,15]", "trainer.checkpoint_every=4"]
-    clean = tmp_path / "clean"
-    assert prune_run(args, data_root, clean).returncode == 0
-    killed = tmp_path / "killed"
-    env = {**os.environ, "PRUNE_DATA_ROOT": str(data_root)}
-    proc = subprocess.Popen([sys.executable, "-m", "prune_cli.cli", *args, f"results_dir={killed}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not list(killed.glob("runs/default/*/checkpoint.pt")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert prune_run(args, data_root, killed).returncode == 0
+    clean, killed = clean_and_resumed(args, data_root, tmp_path)
     strip = lambda rows: [(r["step"], r["split"], r["metric"], r["value"]) for r in rows]
-    assert strip(read_csv(run_dir(killed) / "metrics.csv")) == strip(read_csv(run_dir(clean) / "metrics.csv"))
+    assert strip(read_csv(killed / "metrics.csv")) == strip(read_csv(clean / "metrics.csv"))
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -37,6 +37,28 @@ def prune_run(args, data_root, results, **kw):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, **kw)
 
 
+def killed_at_first_checkpoint(args, data_root, results):
+    """Start ``prune-run args`` and kill -9 it once its first checkpoint is on disk."""
+    env = {**os.environ, "PRUNE_DATA_ROOT": str(data_root)}
+    proc = subprocess.Popen([sys.executable, "-m", "prune_cli.cli", *args, f"results_dir={results}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(Path(results).glob("runs/*/*/checkpoint.pt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def clean_and_resumed(args, data_root, tmp_path):
+    """The run folders of ``args`` run straight through and run again after a kill -9 at its first
+    checkpoint (the same command resumes it)."""
+    assert prune_run(args, data_root, tmp_path / "clean").returncode == 0
+    killed_at_first_checkpoint(args, data_root, tmp_path / "killed")
+    out = prune_run(args, data_root, tmp_path / "killed")
+    assert out.returncode == 0, out.stderr
+    return run_dir(tmp_path / "clean"), run_dir(tmp_path / "killed")
+
+
 def run_dir(results, exp="default"):
     dirs = [d for d in (Path(results) / "runs" / exp).iterdir() if d.is_dir()]
     assert len(dirs) == 1, dirs
