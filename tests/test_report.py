@@ -144,6 +144,15 @@ def test_counts_incomplete_and_skipped(report):
     assert "ptb/broken/summary.json" in set(pd.read_csv(out / "skipped.csv")["file"])
 
 
+def test_a_run_in_progress_is_not_a_partial_file(report):
+    """Its metrics.csv ends mid-line because it is being written: incomplete, not partial; only a
+    run that has ended (summary.json) has files that should end with a newline."""
+    coll = report["collection"]
+    assert not [r for r in coll.skipped if r["file"].startswith("ptb/running")]
+    assert coll.folders == 15 and coll.n_read == 14 and coll.diverged.empty   # ptb/broken: skipped
+    assert set(coll.runs["status"]) == {"finished"}
+
+
 def test_bad_summary_fields_are_named(tmp_path):
     d = tmp_path / "runs" / "e" / "r"
     d.mkdir(parents=True)

@@ -36,8 +36,10 @@ for free from the NHWC cache and MobileNet trains ~3.5x faster on CPU with chann
 (the model must be converted too: ``model.to(memory_format=torch.channels_last)``).
 ``data.channels_last: false`` gives contiguous NCHW batches.
 """
+import hashlib
 import io
 import logging
+import pickle
 import re
 import tarfile
 import time
@@ -46,7 +48,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from . import DataBundle, DataError, register, save_atomic, sha256_file
+from . import DataBundle, DataError, files, register, save_atomic, sha256_file  # noqa: F401 - c10.sha256_file
 from .images import (Normalizer, cache_dir as _cache_dir, data_root, generator, opt,
                      positive_int, random_crop_flip)
 
@@ -56,6 +58,8 @@ CLASSES: Tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
 ARCHIVE = "cifar10_jpg.tar.gz"
 ARCHIVE_SHA256 = "1fde636a137192241399fe9928af8c30ba7c867ca7901121faa671a7363be792"
+ARCHIVE_SIZE = 19432465
+ARCHIVE_HEAD_SHA256 = "93411eb87cd59bf900ec66ec62e6f410c1842e2b2291e3a49b7640a9360069c5"  # first files.HEAD bytes
 JPG_CACHE = "cifar10_jpg_uint8.pt"
 TV_CACHE = "cifar10_uint8.pt"
 TV_DIR = "cifar-10-batches-py"
@@ -65,6 +69,7 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SIZE = 32
 SPLITS = ("train", "test")
+BATCH_RECORDS, RECORD_BYTES = 10000, 3 * IMAGE_SIZE * IMAGE_SIZE   # one torchvision batch file
 _MEMBER = re.compile(r"^(?:\./)?(train|test)/([^/]+)/([^/]+\.jpe?g)$", re.IGNORECASE)
 
 
@@ -121,6 +126,53 @@ def decode_archive(path) -> Dict[str, object]:
     return out
 
 
+def published_archive() -> files.Published:
+    return files.Published(ARCHIVE_SHA256, ARCHIVE_SIZE, ARCHIVE_HEAD_SHA256)
+
+
+def _archive_fix(root: Path) -> str:
+    return (f"put the published {ARCHIVE} (sha256 {ARCHIVE_SHA256[:12]}...) in {root}, or remove it to use "
+            f"torchvision's CIFAR-10 files (data.download=true)")
+
+
+def _batch_problem(raw: bytes, name: str, md5: str) -> str:
+    """What is wrong with one of torchvision's batch files (its md5 is not the published one)."""
+    try:
+        obj = pickle.loads(raw, encoding="latin1")
+    except Exception as e:  # noqa: BLE001 - a cut pickle raises any of several errors
+        return f"is not a whole pickle ({type(e).__name__}: {' '.join(str(e).split())[:80]}): cut short or not a batch"
+    if name == "batches.meta":
+        if not (isinstance(obj, dict) and len(obj.get("label_names", ())) == len(CLASSES)):
+            return "is a pickle but not CIFAR-10's batches.meta (no 10 label_names)"
+    elif not (isinstance(obj, dict) and "data" in obj and "labels" in obj):
+        return "is a pickle but not a CIFAR-10 batch (no data and labels)"
+    else:
+        shape, n = tuple(getattr(obj["data"], "shape", ())), len(obj["labels"])
+        if shape != (BATCH_RECORDS, RECORD_BYTES) or n != BATCH_RECORDS:
+            return (f"has data of shape {shape} and {n} labels, expected {BATCH_RECORDS} records of "
+                    f"{RECORD_BYTES} bytes (32x32x3) and {BATCH_RECORDS} labels")
+    return f"has md5 {hashlib.md5(raw).hexdigest()}, not the published {md5}: a modified copy"
+
+
+def diagnose_batches(directory: Path) -> Optional[str]:
+    """The first problem with torchvision's CIFAR-10 files in ``directory`` ("<file> is empty",
+    "... is not a whole pickle", "... has data of shape ..."), or None. Called only after
+    torchvision refused them, so a conversion that works reads the 180 MB as before (once for
+    torchvision's md5 check, once to load), and only a broken one reads them a third time."""
+    from torchvision.datasets.cifar import CIFAR10  # the class itself carries the published md5s
+
+    for name, md5 in [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]:
+        path = directory / name
+        if not path.is_file():
+            return f"{path} is missing"
+        raw = path.read_bytes()
+        if not raw:
+            return f"{path} is empty (0 bytes)"
+        if hashlib.md5(raw).hexdigest() != md5:
+            return f"{path} {_batch_problem(raw, name, md5)}"
+    return None
+
+
 def convert_torchvision(root, download: bool) -> Dict[str, object]:
     """torchvision's CIFAR10 (canonical python batches) in ``root`` -> the cache dict."""
     import torchvision
@@ -130,6 +182,10 @@ def convert_torchvision(root, download: bool) -> Dict[str, object]:
         try:
             ds = torchvision.datasets.CIFAR10(str(root), train=(split == "train"), download=download)
         except Exception as e:  # network errors, corrupt files, ...
+            problem = diagnose_batches(Path(root) / TV_DIR) if (Path(root) / TV_DIR).is_dir() else None
+            if problem:
+                raise DataError(f"CIFAR-10 batch {problem}; delete {Path(root) / TV_DIR} and run with "
+                                f"data.download=true to fetch it again, or put {ARCHIVE} in {root}") from None
             msg = " ".join(str(e).split())
             raise DataError(f"CIFAR-10 via torchvision in {root} failed ({msg}); put {ARCHIVE} in "
                             f"{root} instead") from None
@@ -141,14 +197,18 @@ def convert_torchvision(root, download: bool) -> Dict[str, object]:
     return out
 
 
-def _load_cache(path: Path) -> Optional[Dict[str, object]]:
+def _load_cache(path: Path, unreadable: Optional[List[str]] = None) -> Optional[Dict[str, object]]:
+    """The cache's dict, or None (with a warning, and a note in ``unreadable``) when it cannot
+    be used: it is then rebuilt from its source, if there is one."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        log.warning("ignoring unreadable CIFAR-10 cache %s (%s)", path, e)
-        return None
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
-        log.warning("ignoring CIFAR-10 cache %s: unknown format", path)
+        why = None if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else "unknown format"
+    except Exception as e:  # noqa: BLE001 - a cut or foreign file raises any of several errors
+        data, why = None, " ".join(str(e).split())[:100] or type(e).__name__
+    if why is not None:
+        log.warning("ignoring CIFAR-10 cache %s (%s)", path, why)
+        if unreadable is not None:
+            unreadable.append(f"{path} is unreadable ({why}): delete it")
         return None
     return data
 
@@ -172,7 +232,8 @@ def _ensure_cache(root: Path, cache: Path, download: bool, force: bool = False):
     """-> (cache path, loaded dict)."""
     archive = _archive_state(root)
     if archive is not None:
-        digest = sha256_file(archive)
+        files.is_published(archive, published_archive(), _archive_fix(root))  # empty or damaged: refused
+        digest = files.digest(archive)
         path = cache / JPG_CACHE
         if path.is_file() and not force:
             data = _load_cache(path)
@@ -187,11 +248,12 @@ def _ensure_cache(root: Path, cache: Path, download: bool, force: bool = False):
         log.info("CIFAR-10: decoded %s (%d train / %d test images) into %s in %.1f s", archive,
                  len(data["train_labels"]), len(data["test_labels"]), path, time.perf_counter() - t0)
         return path, data
+    unreadable: List[str] = []
     if not force:
         for name in (JPG_CACHE, TV_CACHE):
             path = cache / name
             if path.is_file():
-                data = _load_cache(path)
+                data = _load_cache(path, unreadable)
                 if data is not None:
                     return path, data
     if download or (root / TV_DIR).is_dir():
@@ -203,14 +265,20 @@ def _ensure_cache(root: Path, cache: Path, download: bool, force: bool = False):
         log.info("CIFAR-10: converted torchvision's files in %s into %s in %.1f s", root, path,
                  time.perf_counter() - t0)
         return path, data
-    raise DataError(_missing_message(root, cache))
+    raise DataError("; ".join([_missing_message(root, cache), *unreadable]))
 
 
 def check_cifar10(cfg) -> None:
+    """Raise DataError (one line) on bad batch sizes, no source, or an empty or damaged archive
+    (its sha256, ~40 ms for 19 MB, is kept for the builder: files.digest)."""
     root, cache = data_root(cfg), _cache_dir(cfg)
     for key, default in (("batch_size", 128), ("eval_batch_size", 256)):
         positive_int(cfg, key, default, DataError)
-    if _archive_state(root) is not None or (root / TV_DIR).is_dir():
+    archive = _archive_state(root)
+    if archive is not None:
+        files.is_published(archive, published_archive(), _archive_fix(root))
+        return
+    if (root / TV_DIR).is_dir():
         return
     if any((cache / n).is_file() for n in (JPG_CACHE, TV_CACHE)):
         return

@@ -41,10 +41,11 @@ import os
 import tempfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from . import DataBundle, DataError, register, sha256_file, write_atomic
+from . import DataBundle, DataError, files, register, sha256_file, write_atomic
 from .images import cache_dir, data_root, opt, positive_int
 from .translation import (EOS_ID, PAD_ID, BOS_ID, UNK_ID, Pairs, check_batching, direction,
                           load_cache, make_bundle, read_lines, save_atomic, side_from_state,
@@ -62,6 +63,18 @@ SHA256 = {
     "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
     "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
     "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+}
+# The published files' sizes and the sha256 of their first files.HEAD bytes: a copy cut short
+# or damaged is told from a user's own file under the same name (data/files.py).
+SIZE = {"train.de.gz": 637044, "train.en.gz": 568929, "val.de.gz": 24681, "val.en.gz": 21650,
+        "test_2016_flickr.de.gz": 22890, "test_2016_flickr.en.gz": 21077}
+HEAD_SHA256 = {
+    "train.de.gz": "8adbcc6beb59eb5cce45a1406dd6a7466e61cd248c9df4e25fc1a45db091debb",
+    "train.en.gz": "39f14debebd5181ef46b2ce741d0405dab52cee41543811c4defd6f0868c25f2",
+    "val.de.gz": "2ca8b993d4188132dace6aa1359af95db1549633ca9bcd1f66163cb0378397ee",
+    "val.en.gz": "814a5e0f7e7f02ba9e438a7b057e0af93dee3fb99155a3166eca0c3c4918a034",
+    "test_2016_flickr.de.gz": "f658803ad8c978d20dbeb1b0217154b53ecdaab35132cf737a3eca38f360cab9",
+    "test_2016_flickr.en.gz": "3924c51b467ad1e0cd946d602668f6113dd4200d81b53b21672184004eb60f35",
 }
 SIZES = {"train": 29000, "valid": 1014, "test": 1000}
 URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{file}"
@@ -144,27 +157,50 @@ def spm_settings(cfg) -> Dict[str, object]:
             "normalization_rule_name": str(opt(cfg, "normalization", "nmt_nfkc"))}
 
 
+def published(name: str) -> files.Published:
+    return files.Published(SHA256[name], SIZE[name], HEAD_SHA256[name])
+
+
+def _fix(name: str) -> str:
+    return (f"delete it and run with data.download=true to fetch it again, or put the published {name} "
+            f"({URL.format(file=name)}) there")
+
+
 def check_multi30k(cfg) -> None:
-    """Raise DataError (one line) on a bad key or missing files (downloaded if allowed)."""
+    """Raise DataError (one line) on a bad key, missing files (downloaded if allowed), an empty
+    file or a damaged copy of a published one (files.is_published). A gzip stream that does
+    not decompress to its end is found when the file is read (_read_gz)."""
     direction(cfg)
     check_batching(cfg)
     spm_settings(cfg)
     directory = multi30k_dir(cfg)
     missing = _missing(directory)
-    if not missing:
-        return
-    if not bool(opt(cfg, "download", True)):
-        raise DataError(_missing_message(directory, missing, "data.download=false"))
-    download(directory, missing)
+    if missing:
+        if not bool(opt(cfg, "download", True)):
+            raise DataError(_missing_message(directory, missing, "data.download=false"))
+        download(directory, missing)
+    for name in FILES.values():
+        files.is_published(directory / name, published(name), _fix(name))
 
 
 # ----------------------------------------------------------------------------- sentencepiece
 def _read_gz(path: Path) -> List[str]:
+    """The lines of a gzip'd text file, decompressed to the end of its stream (where a copy cut
+    short or damaged shows); DataError naming the file and what is wrong."""
+    fix = f"expected gzip'd UTF-8 text, one sentence a line: {_fix(Path(path).name)}"
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            return read_lines(f.read())
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}; expected gzip'd UTF-8 text, one sentence a line") from None
+            lines = read_lines(f.read())
+    except EOFError:
+        raise DataError(f"cannot read {path}: its gzip stream ends early (cut short); {fix}") from None
+    except (OSError, zlib.error) as e:
+        raise DataError(f"cannot read {path}: {e}; {fix}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start} of the text); "
+                        f"{fix}") from None
+    if not lines:
+        raise DataError(f"{path} holds no sentences; {fix}")
+    return lines
 
 
 def train_sentencepiece(lines: Sequence[str], settings: Dict[str, object]) -> bytes:
@@ -259,7 +295,7 @@ def load_corpus(cfg) -> dict:
     missing = _missing(directory)
     if missing:
         raise DataError(_missing_message(directory, missing))
-    shas = {f: sha256_file(directory / f) for f in FILES.values()}
+    shas = {f: files.digest(directory / f) for f in FILES.values()}
     import sentencepiece as spm
     model_key = _digest({"format": CACHE_FORMAT, "train": [shas[FILES["train", l]] for l in LANGS],
                          "settings": settings, "sentencepiece": spm.__version__})
@@ -269,7 +305,6 @@ def load_corpus(cfg) -> dict:
     cache = cache_dir(cfg) / "multi30k"
     model_path = cache / f"spm-{model_key[:16]}.model"
     enc_path = cache / f"encoded-{enc_key[:16]}.pt"
-    standard = _standard(directory, shas)
 
     lines = None
     model = model_path.read_bytes() if model_path.is_file() else None
@@ -296,6 +331,7 @@ def load_corpus(cfg) -> dict:
         state = {"format": CACHE_FORMAT, "key": enc_key, "sides": sides, "text": text}
         save_atomic(state, enc_path)
         log.info("multi30k: encoded %s -> %s", directory, enc_path)
+    standard = _standard(directory, shas)  # after reading: a refused file gets no warning beside its error
     corpus = {"codec": codec, "text": state["text"], "standard": standard,
               "sides": {s: {l: side_from_state(v) for l, v in d.items()} for s, d in state["sides"].items()},
               "model_path": str(model_path), "cache_path": str(enc_path),

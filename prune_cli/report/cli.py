@@ -93,8 +93,8 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_previous(out_dir)
     written = [p for t in tbls for p in tables.write(t, out_dir / "tables")]
-    for name, df in (("runs", runs.drop(columns=["path"])),
-                     ("points", points.to_csv_frame(pts)),
+    for name, df in (("runs", points.runs_frame(runs, coll.diverged)),
+                     ("points", points.to_csv_frame(pts, coll.diverged)),
                      ("frontier_curves", front.curves), ("frontier_no_curve", front.no_curve),
                      ("incomplete", pd.DataFrame(coll.incomplete, columns=["run", "last_step", "reason"])),
                      ("skipped", pd.DataFrame(coll.skipped, columns=["file", "reason"]))):
@@ -102,7 +102,8 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
         written.append(out_dir / f"{name}.csv")
 
     fig_dir = out_dir / "figures"
-    figs = figures.quality_vs_nnz(configs, paper, fig_dir) + figures.quality_vs_macs(configs, fig_dir)
+    figs = (figures.quality_vs_nnz(configs, paper, fig_dir, coll.diverged)
+            + figures.quality_vs_macs(configs, fig_dir, coll.diverged))
     figs += frontier.draw(front, fig_dir)
     figs.append(figures.sparsity_function(fig_dir))
     cands = _candidates(coll, run)
@@ -124,13 +125,14 @@ def make_report(results_dir="results", out_dir=None, run: str | None = None,
     ctx = dict(runs_dir=coll.runs_dir, out_dir=out_dir, n_finished=len(coll.runs),
                n_configs=len(configs), n_duplicates=int((runs["duplicate_of"] != "").sum()),
                max_seeds=int(pts["n_seeds"].max()) if len(pts) else 0, tables=tbls, summary=summary, figures=figs,
-               incomplete=coll.incomplete, skipped=coll.skipped, notes=notes,
+               incomplete=coll.incomplete, skipped=coll.skipped, notes=notes, diverged=coll.diverged,
                synthetic=synthetic, paper_dir=paper_dir or "(not found)", frontier=front)
     written += page.write_page(ctx)
     (out_dir / MANIFEST).write_text(
         "\n".join(Path(p).relative_to(out_dir).as_posix() for p in written) + "\n", encoding="utf-8")
     return dict(out_dir=out_dir, index=out_dir / "index.md", n_finished=len(coll.runs),
                 n_incomplete=len(coll.incomplete), n_skipped=len(coll.skipped),
+                n_diverged=len(coll.diverged), n_folders=coll.folders, n_read=coll.n_read,
                 n_tables=len(tbls), n_figures=len(figs), files=written,
                 configs=configs, tables={t.name: t for t in tbls}, collection=coll, frontier=front)
 
@@ -171,7 +173,12 @@ def main(argv=None) -> int:
         return 2
     print(f"prune-report: wrote {r['index']} ({r['n_tables']} tables, {r['n_figures']} figures "
           f"in {r['out_dir']})")
-    print(f"  {r['n_finished']} finished, {r['n_incomplete']} incomplete, {r['n_skipped']} skipped")
+    print(f"  {r['n_finished']} finished, {r['n_incomplete']} incomplete, {r['n_skipped']} skipped"
+          + (f", {r['n_diverged']} diverged" if r["n_diverged"] else ""))
+    if r["n_folders"] and not r["n_read"]:  # run folders, and not one could be read: say so, and fail
+        print(f"prune-report: error: none of the {r['n_folders']} run folder(s) under {a.results_dir} could be "
+              f"read; the reasons are in {r['out_dir'] / 'skipped.csv'}", file=sys.stderr)
+        return 1
     return 0
 
 

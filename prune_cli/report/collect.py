@@ -3,8 +3,15 @@
 summary.json is read here (plain json), plus two small files when a run has them: the composed
 config (.hydra/config.yaml), only to fingerprint it (`config_key`: replicate runs of one study
 point share it, see points.py), and exports.json (the files prune-export wrote). metrics.csv is
-touched only for its last line when a run is incomplete. Nothing raises on bad input: broken
-files land in ``skipped``.
+touched only at its end: its last line when a run is incomplete, its last byte (and
+sparsity.csv's) when a run has ended (a file that ends mid-line was cut short: listed as
+partial). Nothing raises on bad input:
+broken files, and folders that vanish while they are read, land in ``skipped``.
+
+A run that diverged (train/: its summary.json says ``"status": "diverged"`` with the step, the
+loss and the reason) is a row of ``diverged``, not of ``runs``: everything that averages,
+pairs or draws curves reads ``runs`` and so sees finished runs only, and the report names the
+diverged ones where it lists runs (runs.csv, index.md) and marks them in its figures.
 """
 from __future__ import annotations
 
@@ -52,16 +59,25 @@ NUMERIC = ["target_sparsity", "achieved_sparsity", "params_total", "params_nnz",
 COLUMNS = ["run", "exp_name", "run_id", "family", "model", "dataset", "direction", "synthetic",
            "size", "base", "base_order", "pruning", "scheme", "pattern", "criterion", "masks", "init",
            "mask_source", "seed", "config_key", "bleu_ref", "macs_unit", "budget_match", "budget_convention",
-           "partner_key", *NUMERIC, "path"]
+           "partner_key", *NUMERIC, "status", "path"]
+# what a diverged run's summary adds (train/: the step, the loss, or null when not finite, the reason)
+DIVERGED = ["diverged_step", "diverged_loss", "diverged_reason"]
 
 
 @dataclass
 class Collection:
     runs: pd.DataFrame                                   # one row per finished run
     incomplete: list = field(default_factory=list)       # {"run", "last_step", "reason"}
-    skipped: list = field(default_factory=list)          # {"file", "reason"}
+    skipped: list = field(default_factory=list)          # {"file", "reason"}: unreadable or partial
     exports: dict = field(default_factory=dict)          # run -> exports.json's list
     runs_dir: Path | None = None
+    diverged: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COLUMNS + DIVERGED))
+    folders: int = 0                                     # run folders found, read or not
+
+    @property
+    def n_read(self) -> int:
+        """Run folders the report could read something of (finished, diverged or incomplete)."""
+        return len(self.runs) + len(self.diverged) + len(self.incomplete)
 
 
 def primary_metric(family: str, row=None) -> str:
@@ -266,8 +282,31 @@ def normalise(s: dict, rel: str, path: str, config_text: str | None = None) -> d
         budget_convention=str(s.get("budget_convention") or ""), partner_key=partner_key(s),
         # without Hydra's record of the config, the model's own config tells runs apart
         config_key=config_key(s.get("model_config") if config_text is None else config_text),
+        status=str(s.get("status") or "finished"),
     )
     return row
+
+
+def diverged_fields(s: dict) -> dict:
+    """A diverged run's step, loss (NaN when null: not finite) and reason, from its summary."""
+    try:
+        step, loss = _num(s.get("diverged_step")), _num(s.get("diverged_loss"))
+    except (TypeError, ValueError):
+        raise ValueError(f"diverged_step / diverged_loss are not numbers: {s.get('diverged_step')!r}, "
+                         f"{s.get('diverged_loss')!r}") from None
+    return dict(diverged_step=None if step is None else int(step),
+                diverged_loss=float("nan") if loss is None else loss,
+                diverged_reason=" ".join(str(s.get("diverged_reason") or "").split()))
+
+
+def ends_mid_line(path) -> bool:
+    """A file whose last byte is not a newline (an ended run's file cut short)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def last_step(metrics: Path) -> int | None:
@@ -339,23 +378,31 @@ def collect(results_dir: str | Path, exp_name: str | None = None) -> Collection:
     top = runs_dir / exp_name if exp_name else runs_dir
     if not top.is_dir():
         return out
-    rows = []
+    rows, diverged = [], []
     for root, names in find_run_dirs(top):
+        out.folders += 1
         rel = Path(root).relative_to(runs_dir).as_posix()
         if "summary.json" in names:
             f = os.path.join(root, "summary.json")
             try:
                 with open(f, encoding="utf-8") as fh:
                     s = json.load(fh)
-                if isinstance(s, dict) and s.get("status") not in (None, "finished"):
+                if isinstance(s, dict) and s.get("status") not in (None, "finished", "diverged"):
                     out.incomplete.append(dict(run=rel, last_step=s.get("steps"),
                                                reason=f"status {s.get('status')!r}"))
                     continue
                 cfg = _read_text(os.path.join(root, ".hydra", "config.yaml")) if ".hydra" in names else None
-                rows.append(normalise(s, rel, root, cfg))
+                row = normalise(s, rel, root, cfg)
+                if row["status"] == "diverged":
+                    diverged.append({**row, **diverged_fields(s)})
+                else:
+                    rows.append(row)
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-                out.skipped.append(dict(file=f"{rel}/summary.json", reason=_short(e)))
+                out.skipped.append(dict(file=f"{rel}/summary.json", reason=_short(e, f)))
                 continue
+            for name in ("metrics.csv", "sparsity.csv"):
+                if name in names:
+                    _check_ended(os.path.join(root, name), f"{rel}/{name}", out.skipped)
             if "exports.json" in names:
                 try:
                     out.exports[rel] = read_exports(os.path.join(root, "exports.json"))
@@ -369,19 +416,46 @@ def collect(results_dir: str | Path, exp_name: str | None = None) -> Collection:
             except OSError as e:
                 out.skipped.append(dict(file=f"{rel}/metrics.csv", reason=_short(e)))
         out.incomplete.append(dict(run=rel, last_step=step, reason=reason))
+    order = ["family", "dataset", "base_order", "target_sparsity", "run"]
     if rows:
-        df = pd.DataFrame(rows)
-        out.runs = df[COLUMNS].sort_values(["family", "dataset", "base_order", "target_sparsity",
-                                            "run"], kind="stable").reset_index(drop=True)
+        out.runs = pd.DataFrame(rows)[COLUMNS].sort_values(order, kind="stable").reset_index(drop=True)
+    if diverged:
+        out.diverged = (pd.DataFrame(diverged)[COLUMNS + DIVERGED].sort_values(order, kind="stable")
+                        .reset_index(drop=True))
     return out
 
 
-def _short(e: Exception) -> str:
+PARTIAL = "partial: ends mid-line (cut short); its last, incomplete row is left out"
+
+
+def _check_ended(path: str, file: str, skipped: list) -> None:
+    """An ended run's metrics.csv or sparsity.csv that ends mid-line is listed as partial (its
+    complete rows are still read where the report reads them); one that cannot be opened, as
+    skipped."""
+    try:
+        if ends_mid_line(path):
+            skipped.append(dict(file=file, reason=PARTIAL))
+    except OSError as e:
+        skipped.append(dict(file=file, reason=_short(e)))
+
+
+def _short(e: Exception, path: str | None = None) -> str:
     msg = (str(e).splitlines() or [""])[0][:200]
+    if isinstance(e, FileNotFoundError):
+        return "vanished while the report read it (deleted or moved)"
     if isinstance(e, json.JSONDecodeError):
+        if path is not None and _empty(path):
+            return "empty file (0 bytes)"
         return f"invalid JSON: {msg}"
     if isinstance(e, UnicodeDecodeError):
         return "not UTF-8 text"
     if isinstance(e, ValueError):
         return msg
     return f"{type(e).__name__}: {msg}"
+
+
+def _empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False

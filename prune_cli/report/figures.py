@@ -1,6 +1,11 @@
 """Figures (PNG + PDF each): quality vs NNZ (log x; paper Figs 3-5), eq. 1 (Fig 1), one run's
 schedule and quality during training (Fig 2), and that run's per-layer sparsity.
 
+A run with no quality to draw is marked, never dropped without a trace: a diverged run
+(collect.py) is a red x at the top of the axis at its NNZ (or MACs), and a configuration
+whose quality is not finite (a perplexity of inf) a triangle there; the curves join the
+finite points only.
+
 Uses matplotlib's object API with the Agg/PDF canvases only (never pyplot), so it is headless
 and does not touch any global backend state.
 """
@@ -63,11 +68,53 @@ def _yerr(s: pd.Series):
     return np.nan_to_num(s.to_numpy(dtype=float), nan=0.0)
 
 
+def _finite_rows(df: pd.DataFrame, col: str) -> pd.Series:
+    """Rows whose ``col`` is a finite number (not NaN, not inf)."""
+    return pd.Series(np.isfinite(df[col].to_numpy(dtype=float)), index=df.index)
+
+
+def _in_group(runs: pd.DataFrame | None, key: tuple) -> pd.DataFrame:
+    """The runs (e.g. the diverged ones) of one figure's group: family, dataset, synthetic, direction."""
+    if runs is None or runs.empty:
+        return pd.DataFrame(columns=GROUP)
+    fam, ds, syn, dr = key
+    return runs[(runs["family"] == fam) & (runs["dataset"] == ds) & (runs["synthetic"].astype(bool) == bool(syn))
+                & (runs["direction"] == dr)]
+
+
+OFF_SCALE = {"diverged": dict(marker="x", color="red", label="diverged (no quality)"),
+             "inf": dict(marker="^", color="0.3", mfc="none", label="quality not finite (inf)")}
+
+
+def _mark_top(ax, xs, kind: str) -> int:
+    """Runs with no quality to draw, as markers at the top of the axis at their x (a blended
+    transform: x in data, y in axes units, so the y range stays that of the finite points)."""
+    xs = [float(x) for x in xs if x is not None and np.isfinite(float(x)) and float(x) > 0]
+    if xs:
+        ax.plot(xs, [0.97] * len(xs), transform=ax.get_xaxis_transform(), ls="none", ms=8, mew=1.5,
+                **OFF_SCALE[kind])
+    return len(xs)
+
+
+def _off_scale_caption(n_diverged: int, n_inf: int) -> str:
+    parts = []
+    if n_diverged:
+        parts.append(f"red x at the top: {n_diverged} diverged run(s), left out of the means and curves "
+                     "(named in runs.csv and in the list of diverged runs)")
+    if n_inf:
+        parts.append(f"triangle at the top: {n_inf} configuration(s) whose quality is not finite (inf)")
+    return (" Marked " + "; ".join(parts) + ".") if parts else ""
+
+
 # ---------------------------------------------------------------- Figures 3-5
-def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[FigureInfo]:
-    """One figure per family, dataset and translation direction (Figure 5 is per direction)."""
+def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path,
+                   diverged: pd.DataFrame | None = None) -> list[FigureInfo]:
+    """One figure per family, dataset and translation direction (Figure 5 is per direction);
+    ``diverged``: the diverged runs (collect.py), marked at their NNZ."""
     infos = []
     for (fam, ds, syn, dr), grp in configs.groupby(GROUP, sort=True):
+        lost = _in_group(diverged, (fam, ds, syn, dr))
+        marked = (0, 0)
         spec = FAMILIES.get(fam, {})
         metrics = [m for m in metrics_for(fam, grp) if grp[m].notna().any()]
         if fam == "gnmt":
@@ -83,6 +130,9 @@ def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[Fi
             ax = fig.add_subplot(1, len(metrics), i + 1)
             _draw_family(ax, grp, m, prow)
             ax.set_xscale("log")
+            now = (_mark_top(ax, lost.get("params_nnz", []), "diverged"),
+                   _mark_top(ax, grp.loc[~_finite_rows(grp, m) & grp[m].notna(), "params_nnz"], "inf"))
+            marked = (max(marked[0], now[0]), max(marked[1], now[1]))
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_nnz(x)))
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -109,7 +159,8 @@ def quality_vs_nnz(configs: pd.DataFrame, paper: dict, out_dir: Path) -> list[Fi
                f"control such as random pruning is a curve of its own); {seeds}"
                + ("; hollow labelled markers are the paper's published values." if prow else
                   "; no paper values are overlaid (the paper used another dataset"
-                  + (" or the runs do not say their direction" if fam == "gnmt" else "") + ")."))
+                  + (" or the runs do not say their direction" if fam == "gnmt" else "") + ").")
+               + _off_scale_caption(*marked))
         infos.append(FigureInfo(name, f"{spec.get('title', fam)}: quality vs NNZ ({label})", cap,
                                 _save(fig, out_dir, name), runs, bool(syn)))
     return infos
@@ -120,16 +171,19 @@ MAC_AXES = {"infer_macs": ("inference", "inference MACs per {unit}, with the fin
             "train_macs": ("training", "training MACs, dense kernels (log scale)")}
 
 
-def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
+def quality_vs_macs(configs: pd.DataFrame, out_dir: Path,
+                    diverged: pd.DataFrame | None = None) -> list[FigureInfo]:
     """Quality against inference MACs and against training MACs, one figure each per family,
     dataset and direction that has MAC counts: the dense models, each pruned base model, and
-    the equal-compute twins (budget=equal_compute) as points of their own."""
+    the equal-compute twins (budget=equal_compute) as points of their own; ``diverged``: the
+    diverged runs (collect.py), marked at their MACs where their summary has them."""
     from .tables import fmt_macs, is_twin
 
     infos = []
     for (fam, ds, syn, dr), grp in configs.groupby(GROUP, sort=True):
         spec = FAMILIES.get(fam, {})
         metric = next((m for m in metrics_for(fam, grp) if grp[m].notna().any()), None)
+        lost = _in_group(diverged, (fam, ds, syn, dr))
         for col, (kind, xlabel) in MAC_AXES.items():
             have = grp[grp[col].notna() & (grp[col] > 0)] if metric else grp.iloc[:0]
             if have.empty:
@@ -137,6 +191,8 @@ def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
             unit = next((u for u in have["macs_unit"] if u), "example")
             fig = _figure(6.2, 4.2)
             ax = fig.add_subplot(1, 1, 1)
+            off_scale = have.loc[~_finite_rows(have, metric) & have[metric].notna(), col]
+            have = have[_finite_rows(have, metric)]
             twin = is_twin(have)
             dense = have[(have["target_sparsity"] == 0) & ~twin].sort_values(col)
             if len(dense):
@@ -151,6 +207,7 @@ def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
                 ax.errorbar(t[col], t[metric], yerr=_yerr(t[f"{metric}_std"]), marker="D", ls="none",
                             capsize=3, label="dense at a sparse model's training MACs")
             ax.set_xscale("log")
+            marked = (_mark_top(ax, lost.get(col, []), "diverged"), _mark_top(ax, off_scale, "inf"))
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_macs(x)))
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -171,7 +228,7 @@ def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
                                    "masked training runs); runs trained for another model's compute sit at "
                                    "its training MACs") +
                    "; points are means over seeds, error bars ± one sample standard deviation where there "
-                   "are 2 or more. Runs made before MACs were counted are not drawn.")
+                   "are 2 or more. Runs made before MACs were counted are not drawn." + _off_scale_caption(*marked))
             runs = sorted(r for x in have["runs"] for r in x.split(";"))
             infos.append(FigureInfo(name, f"{spec.get('title', fam)}: quality vs {kind} MACs ({label})", cap,
                                     _save(fig, out_dir, name), runs, bool(syn)))
@@ -181,15 +238,15 @@ def quality_vs_macs(configs: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
 def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
     from .tables import is_twin
 
+    grp = grp[_finite_rows(grp, m)]   # NaN: not measured; inf: marked at the top (_mark_top)
     twin = is_twin(grp)
     dense = grp[(grp["target_sparsity"] == 0) & ~twin].sort_values("params_nnz")
-    dense = dense[dense[m].notna()]
     color = {}
     if len(dense):
         line = ax.errorbar(dense["params_nnz"], dense[m], yerr=_yerr(dense[f"{m}_std"]),
                            marker="o", capsize=3, label="dense (growing size)")
         color["dense"] = line[0].get_color()
-    twins = grp[twin & grp[m].notna()]
+    twins = grp[twin]
     if len(twins):   # budget=equal_compute: same NNZ as a dense model, longer training
         ax.errorbar(twins["params_nnz"], twins[m], yerr=_yerr(twins[f"{m}_std"]), marker="D", ls="none",
                     capsize=3, label="dense at a sparse model's training MACs")
@@ -200,7 +257,6 @@ def _draw_family(ax, grp: pd.DataFrame, m: str, prow: list) -> None:
     for (base, pr, sch, pat, ctl), part in sparse.groupby(["base", "pruning", "scheme", "pattern", "control"],
                                                            sort=False):
         part = pd.concat([dense[dense["base"] == base], part.sort_values("target_sparsity")])
-        part = part[part[m].notna()]
         lab = (f"pruned from {base}" + (f" ({sch})" if schemes else "")
                + (f" {pat}" if pat not in ("none", "unstructured") else "") + (f", {ctl}" if ctl else ""))
         line = ax.errorbar(part["params_nnz"], part[m], yerr=_yerr(part[f"{m}_std"]),
@@ -335,6 +391,9 @@ def read_metrics(path: Path) -> dict:
 def training_curves(run_dir: Path, run: str, family: str, synthetic: bool,
                     out_dir: Path) -> FigureInfo:
     series = read_metrics(run_dir / "metrics.csv")
+    # a perplexity of inf (or a NaN loss) is a gap in its curve, not a point off every scale
+    gaps = sum(not math.isfinite(v) for _, vals in series.values() for v in vals)
+    series = {k: (steps, [v if math.isfinite(v) else math.nan for v in vals]) for k, (steps, vals) in series.items()}
     m = primary_metric(family)
     found = {k[1] for k in series if k[0] != "train"}
     if m not in found:  # e.g. an unfinished run whose family is unknown
@@ -367,7 +426,8 @@ def training_curves(run_dir: Path, run: str, family: str, synthetic: bool,
     fig.suptitle(f"run {run}" + (" (SYNTHETIC DATA)" if synthetic else ""), fontsize=10)
     cap = (f"Training of run `{run}` (the paper's Figure 2): (a) the target sparsity of the "
            "schedule and the learning rate per step, (b) quality during training (evaluations; for "
-           "language models also the training perplexity).")
+           "language models also the training perplexity)."
+           + (f" {gaps} value(s) that are not finite (inf or NaN) are gaps in the curves." if gaps else ""))
     return FigureInfo("fig2_schedule_and_quality", "Figure 2: schedule and quality of one run",
                       cap, _save(fig, out_dir, "fig2_schedule_and_quality"), [run], synthetic)
 

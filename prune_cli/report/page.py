@@ -28,12 +28,53 @@ def runs_sentence(runs: list, synthetic: set) -> str:
             "configuration are in the `runs` column of the CSV tables.")
 
 
+def diverged_sentence(diverged: pd.DataFrame | None, most: int = 8) -> str:
+    """'2 runs diverged: `a/1` at step 120, `b/3` at step 40 (...).' or "" when none did."""
+    if diverged is None or diverged.empty:
+        return ""
+    at = [f"`{r}`" + (f" at step {_int(s)}" if _int(s) else "")
+          for r, s in zip(diverged["run"], diverged["diverged_step"])]
+    more = f" and {len(at) - most} more" if len(at) > most else ""
+    n = len(at)
+    return (f"**{n} run{'s' if n > 1 else ''} diverged:** {', '.join(at[:most])}{more}. They are left out of "
+            "every mean, pairing, verdict and curve (a point's mean is over its finished seeds only), "
+            "listed in `runs.csv` with status `diverged` and below with their loss and reason, and marked "
+            "with a red x at the top of the quality figures.")
+
+
+def _int(x) -> str:
+    """"120" for a step, "" for a missing one (None or NaN)."""
+    try:
+        return str(int(x))
+    except (TypeError, ValueError):
+        return ""
+
+
+def diverged_blocks(ctx: dict) -> list:
+    """The section listing the diverged runs (none: no section)."""
+    div = ctx.get("diverged")
+    if div is None or div.empty:
+        return []
+    rows = [{"run": r["run"], "step": _int(r["diverged_step"]),
+             "loss": "not finite" if r["diverged_loss"] != r["diverged_loss"] else f"{r['diverged_loss']:.4g}",
+             "reason": r["diverged_reason"]} for r in div.to_dict("records")]
+    return [("h2", "Diverged runs"),
+            ("p", "Runs whose training diverged (their summary.json has `\"status\": \"diverged\"`): the step, "
+                  "the last loss (`not finite` when it was NaN or inf) and the reason training gave. Each is left "
+                  "out of the means of its configuration (`n_diverged` and `diverged_runs` in `points.csv`)."),
+            ("table", pd.DataFrame(rows, columns=["run", "step", "loss", "reason"]))]
+
+
 def blocks_for(ctx: dict) -> list:
-    """ctx: counts, tables, summary, figures, incomplete, skipped, notes, synthetic, paper_dir."""
+    """ctx: counts, tables, summary, figures, incomplete, skipped, notes, synthetic, paper_dir,
+    diverged (collect.py's frame of diverged runs, optional)."""
     b = [("h1", "prune-cli report: large-sparse vs small-dense (Zhu & Gupta 2017)")]
+    n_div = 0 if ctx.get("diverged") is None else len(ctx["diverged"])
     b.append(("p", f"Generated from `{ctx['runs_dir']}`: {ctx['n_finished']} finished run(s) in "
-                   f"{ctx['n_configs']} configuration(s), {len(ctx['incomplete'])} incomplete, "
-                   f"{len(ctx['skipped'])} skipped file(s)."))
+                   f"{ctx['n_configs']} configuration(s), " + (f"{n_div} diverged, " if n_div else "")
+                   + f"{len(ctx['incomplete'])} incomplete, {len(ctx['skipped'])} skipped file(s)."))
+    if n_div:
+        b.append(("p", diverged_sentence(ctx["diverged"])))
     dup = ctx.get("n_duplicates", 0)
     b.append(("p", "Seeds: runs that differ only in their seed (`prune-run -m ... seed=0,1,2`) "
                    "are one point (configuration); `points.csv` has one row per point with "
@@ -125,6 +166,7 @@ def blocks_for(ctx: dict) -> list:
         links = " · ".join(f"[{p.suffix[1:].upper()}]({_rel(p, ctx)})" for p in f.paths)
         src = runs_sentence(f.runs, ctx["synthetic"]) if f.runs else ""
         b.append(("p", f"{f.caption} {src} {links}".strip()))
+    b += diverged_blocks(ctx)
     b.append(("h2", "Incomplete runs"))
     b.append(("p", "Run folders without summary.json (still running, stopped or failed), with "
                    "the last step in their metrics.csv."))
@@ -132,8 +174,9 @@ def blocks_for(ctx: dict) -> list:
            for r in ctx["incomplete"]]
     b.append(("table", pd.DataFrame(inc, columns=["run", "last_step", "reason"])))
     b.append(("h2", "Skipped files"))
-    b.append(("p", "Files that could not be read (malformed JSON or CSV); the rest of the report "
-                   "is built without them."))
+    b.append(("p", "Files that could not be read (empty, malformed JSON or CSV, or gone while the report "
+                   "read them) and files read only in part (`partial`: a finished run's CSV that ends "
+                   "mid-line, its last row cut short); the rest of the report is built without them."))
     b.append(("table", pd.DataFrame(ctx["skipped"], columns=["file", "reason"])))
     return b
 

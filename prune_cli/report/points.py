@@ -91,6 +91,29 @@ def group(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[cols], back
 
 
+def point_ids(runs: pd.DataFrame) -> pd.Series:
+    """The point_id each run has, or would have: a diverged run (collect.py) is named by the
+    point it was to be a seed of, though the point's means leave it out."""
+    if runs.empty:
+        return pd.Series([], index=runs.index, dtype=object)
+    df = runs.assign(skey=runs["target_sparsity"].round(9))
+    return pd.Series([_point_id(k) for k in df[KEYS].itertuples(index=False, name=None)], index=runs.index,
+                     dtype=object)
+
+
+def runs_frame(runs: pd.DataFrame, diverged: pd.DataFrame) -> pd.DataFrame:
+    """runs.csv: every run with a summary and its `status`: the finished ones (group's runs,
+    with `point_id` and `duplicate_of`), then the diverged ones with the point they belong to
+    and `diverged_step`, `diverged_loss` (empty: not finite), `diverged_reason`."""
+    out = runs
+    if diverged is not None and len(diverged):
+        div = diverged.assign(point_id=point_ids(diverged), duplicate_of="",
+                              diverged_step=diverged["diverged_step"].astype("Int64"))
+        out = pd.concat([runs, div], ignore_index=True) if len(runs) else div
+    first = ["run", "status"]
+    return out[first + [c for c in out.columns if c not in first and c != "path"]]
+
+
 def _seed_order(s: str):
     try:
         return (0, float(s), s)
@@ -147,9 +170,10 @@ def _variants(points: pd.DataFrame, kept: pd.DataFrame) -> pd.Series:
 
 
 # ---------------------------------------------------------------- points.csv
-def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
+def to_csv_frame(points: pd.DataFrame, diverged: pd.DataFrame | None = None) -> pd.DataFrame:
     """points.csv: identity columns, n_seeds, then `<metric>_mean` / `<metric>_std` for every
-    quality metric and for NNZ and model size (std empty for a single seed), then the runs."""
+    quality metric and for NNZ and model size (std empty for a single seed), then the runs, and
+    the point's diverged runs (`n_diverged`, `diverged_runs`: seeds its means lack)."""
     ident = ["point_id", "family", "model", "dataset", "direction", "synthetic", "size", "width",
              "hidden", "units", "base", "target_sparsity", "pattern", "pruning", "scheme",
              "criterion", "masks", "init", "control", "variant", "config_key", "n_seeds", "seeds"]
@@ -165,6 +189,12 @@ def to_csv_frame(points: pd.DataFrame) -> pd.DataFrame:
     out["runs"] = points["runs"]
     out["mask_sources"] = points["mask_sources"]
     out["duplicates"] = points["duplicates"]
+    lost = {}
+    if diverged is not None and len(diverged):
+        for pid, run in zip(point_ids(diverged), diverged["run"]):
+            lost.setdefault(pid, []).append(run)
+    out["n_diverged"] = [len(lost.get(i, [])) for i in points["point_id"]]
+    out["diverged_runs"] = [";".join(sorted(lost.get(i, []))) for i in points["point_id"]]
     return out
 
 

@@ -2,8 +2,9 @@
 
 Replicate runs (`seed=0,1,2`) are one point, grouped by the report's own points.group, so the
 console and `make report` agree: quality is the mean ± sample std over the seeds (`seeds` says
-how many; a single seed shows no ±). Runs another process holds (a second copy of the sweep)
-follow as "running elsewhere". pandas and the report are imported only when the table is
+how many; a single seed shows no ±). Runs that diverged follow, one row each ("diverged at step
+N": left out of the means), then the runs another process holds (a second copy of the sweep) as
+"running elsewhere". pandas and the report are imported only when the table is
 printed, not when prune-run starts.
 """
 import math
@@ -62,6 +63,19 @@ def _running_elsewhere(coll) -> list:
     return rows
 
 
+def _diverged(coll) -> list:
+    """Rows for the study's diverged runs (collect.py): one each, after the points."""
+    rows = []
+    for r in coll.diverged.to_dict("records"):
+        step = r["diverged_step"]
+        at = "" if step is None or step != step else f" at step {int(step)}"
+        nnz = r["params_nnz"]
+        rows.append([r["model"] + (f" {r['direction']}" if r["direction"] else ""), _base(r),
+                     f"{100 * r['target_sparsity']:g}%", "" if nnz != nnz else f"{nnz:,.0f}", "",
+                     f"diverged{at}", f"seed {r['seed']}", ""])
+    return rows
+
+
 def study_table(exp_dir: Path) -> str:
     from .collect import collect
     from .frontier import build, crossover_lines
@@ -85,7 +99,7 @@ def study_table(exp_dir: Path) -> str:
         rows.append((p["params_nnz"], [model, _base(p), sparsity, f"{p['params_nnz']:,.0f}",
                                        f"{p['model_size_mb']:.2f}", _quality(p),
                                        str(p["n_seeds"]), f"{p['wall_time_s']:.0f}"]))
-    body = [r for _, r in sorted(rows, key=lambda x: x[0])] + _running_elsewhere(coll)
+    body = [r for _, r in sorted(rows, key=lambda x: x[0])] + _diverged(coll) + _running_elsewhere(coll)
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *body)] if body else [len(c) for c in COLUMNS]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(COLUMNS), line("-" * w for w in widths)] + [line(r) for r in body]
