@@ -281,11 +281,12 @@ def _check_output(out: Path) -> None:
 def read_run(run_dir):
     """(summary, checkpoint state) of a finished run; ExportError when it is missing or unfinished."""
     from prune_cli.train.folder import checkpoint as ckpt
+    from prune_cli.train.folder.files import RunFolder
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"run folder {run_dir} does not exist; give a folder under results/runs/EXP/")
-    summary_path, ckpt_path = run_dir / "summary.json", run_dir / "checkpoint.pt"
+    summary_path, ckpt_path = RunFolder(run_dir).summary, RunFolder(run_dir).checkpoint
     if not summary_path.is_file():
         raise ExportError(f"run {run_dir} has not finished (no summary.json); let it finish (run the same prune-run command again)")
     try:

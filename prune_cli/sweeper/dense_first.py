@@ -57,6 +57,7 @@ def run_folder(cfg: DictConfig) -> Path:
 def wait_for(folders: dict, poll: float = POLL_S) -> list:
     """Wait while any of ``folders`` (job -> run folder) is held by another process; return the
     jobs whose runs are not finished (this sweep left them to a process that then died or gave up)."""
+    from prune_cli.train.folder.files import RunFolder
     from prune_cli.train.folder.lock import held_elsewhere
 
     busy = [job for job, folder in folders.items() if held_elsewhere(folder)]
@@ -70,7 +71,7 @@ def wait_for(folders: dict, poll: float = POLL_S) -> list:
     except KeyboardInterrupt:  # nothing is being written here: leave with the status of SIGINT
         print("prune-run: stopped while waiting; the same command takes the sweep up again", file=sys.stderr)
         sys.exit(130)
-    return [job for job, folder in folders.items() if not (folder / "summary.json").is_file()]
+    return [job for job, folder in folders.items() if not RunFolder(folder).finished]
 
 
 class DenseFirstSweeper(BasicSweeper):
