@@ -1,5 +1,8 @@
 """A run's model, data and task, built under its seed on its device (ranks: a shard of each batch),
 and its optimizer and pruner, built from its plan."""
+import random
+
+import numpy as np
 import torch
 
 from prune_cli import builders
@@ -8,7 +11,14 @@ from prune_cli.pruning import Pruner
 from prune_cli.train.engine import distributed
 from prune_cli.train.engine.optim import build_optimizer
 from prune_cli.train.engine.tasks import build_task
-from prune_cli.train.folder.checkpoint import seed_everything
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's global streams, from the run's seed (a checkpoint restores
+    them on resume: folder/checkpoint.py)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def build(cfg, parallel: distributed.Parallel):

@@ -67,12 +67,6 @@ def restore(state: dict, path: Path, model, optimizer, pruner) -> None:
                               "it was left as it is: move it away to start over") from None
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
