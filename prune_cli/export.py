@@ -86,7 +86,13 @@ class Exported:
     ``state_dict``: name -> tensor, ready for ``model.load_state_dict``: floating tensors are
     float32 (float16 upcast, int8 dequantized), integer buffers as stored. With
     ``layout="csr"`` each sparse-stored tensor is instead a torch sparse CSR tensor of its 2-D
-    view (shape[0], product of the rest), float32 values; ``shapes`` gives its real shape.
+    view (shape[0], product of the rest), float32 values and int32 indices as the file stores
+    them; ``shapes`` gives its real shape.
+
+    Why int32 and not torch's default int64: MKL's sparse BLAS (torch's CPU CSR products) is
+    built with 32-bit indices, so torch converts int64 indices to int32 on every product --
+    a copy of both index arrays per call, which made a 95%-sparse PTB-large token step 2.4x
+    slower (scripts/bench_infer.py; docs/inference.md).
     """
     state_dict: Dict[str, torch.Tensor]
     config: dict
@@ -169,6 +175,13 @@ def _positions(bitmask: torch.Tensor, numel: int) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool))
 
 
+def _int32(index: torch.Tensor) -> torch.Tensor:
+    """``index`` as int32 when every value fits (always, for files this module writes), else as it is."""
+    if index.dtype == torch.int32 or (index.numel() and not (-2**31 <= int(index.min()) and int(index.max()) < 2**31)):
+        return index
+    return index.to(torch.int32)
+
+
 def _decode_one(name: str, get, shape: List[int], dtype: str, format: str, layout: str) -> torch.Tensor:
     numel = math.prod(shape)
     rows = _rows(shape)
@@ -179,18 +192,22 @@ def _decode_one(name: str, get, shape: List[int], dtype: str, format: str, layou
         if int(keep.sum()) != values.numel():
             raise ExportError(f"{name}: {int(keep.sum())} mask bits but {values.numel()} values; the file is corrupt")
         keep2 = keep.view(rows, cols)
-        crow = torch.cat([torch.zeros(1, dtype=torch.int64), keep2.sum(dim=1).cumsum(0)])
-        col = keep2.nonzero()[:, 1]
+        index = torch.int32 if values.numel() < 2**31 and cols < 2**31 else torch.int64
+        crow = torch.cat([torch.zeros(1, dtype=torch.int64), keep2.sum(dim=1).cumsum(0)]).to(index)
+        col = keep2.nonzero()[:, 1].to(index)
     else:
-        crow, col = get(f"{name}.crow_indices").long(), get(f"{name}.col_indices").long()
+        crow, col = get(f"{name}.crow_indices"), get(f"{name}.col_indices")
+        if crow.dtype not in (torch.int32, torch.int64) or col.dtype not in (torch.int32, torch.int64):
+            raise ExportError(f"{name}: CSR indices are {crow.dtype} / {col.dtype}, not integers; the file is corrupt")
         if crow.numel() != rows + 1 or col.numel() != values.numel() or int(crow[-1]) != values.numel():
             raise ExportError(f"{name}: CSR indices do not match its shape {shape}; the file is corrupt")
+        crow, col = _int32(crow), _int32(col)  # the writer's int32; a wider file is narrowed once, here
     values = values.float()
     if dtype == "int8":
         scales = get(f"{name}.scales")
         if scales.numel() != rows:
             raise ExportError(f"{name}: {scales.numel()} scales for {rows} rows; the file is corrupt")
-        values = values * scales[torch.repeat_interleave(torch.arange(rows), crow.diff())]
+        values = values * scales[torch.repeat_interleave(torch.arange(rows), crow.diff().long())]
     if layout == "csr":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
@@ -204,7 +221,7 @@ def _decode_one(name: str, get, shape: List[int], dtype: str, format: str, layou
     else:
         if col.numel() and (int(col.min()) < 0 or int(col.max()) >= cols or bool((crow.diff() < 0).any())):
             raise ExportError(f"{name}: CSR indices out of range for shape {shape}; the file is corrupt")
-        dense[torch.repeat_interleave(torch.arange(rows), crow.diff()), col] = values
+        dense[torch.repeat_interleave(torch.arange(rows), crow.diff().long()), col.long()] = values
     return dense.view(shape)
 
 

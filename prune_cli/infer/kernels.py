@@ -3,10 +3,14 @@
 A pruned weight ``W [out, in]`` in CSR multiplies activations ``x [n, in]`` as
 ``(W @ x^T)^T``: torch's CSR x dense product (MKL's sparse BLAS on CPU, cuSPARSE on GPU)
 is the fast one, while dense x CSR (``x @ W^T`` with ``W^T`` stored as CSR, or ``W`` as CSC)
-and COO are 10-30x slower on this CPU (measured: ``scripts/bench_infer.py --kernels``). For a
-single row (batch 1: a matrix-vector product) ``torch.addmv`` beats ``addmm`` with one column
-by about 1.5-2x, so one row takes that path. The transposed result is returned as a view, not
-copied: every consumer here (gate arithmetic, bias, cross-entropy) takes strided input.
+and COO are 10-30x slower. For a single row (batch 1: a matrix-vector product)
+``torch.addmv`` beats ``addmm`` with one column by about 1.5-2x, so one row takes that path.
+The transposed result is returned as a view, not copied: every consumer here (gate
+arithmetic, bias, cross-entropy) takes strided input.
+
+Indices are int32 (:func:`to_csr`, :func:`as_int32`): torch's default int64 indices cost a
+conversion to MKL's 32-bit indices -- a copy of both index arrays -- on every product, which
+was 40% of a 95%-sparse PTB-large token step (torch.profiler: ``aten::copy_``).
 
 Whether CSR pays depends on the matrix, its sparsity, the number of columns it multiplies and
 the threads (on this CPU a 6000x1500 matrix at batch 1 wins from ~85% sparsity, a 2600x650
@@ -17,16 +21,65 @@ from other processes falls on both alike) on the real input, and the faster one 
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
 MODES = ("auto", "sparse", "dense")
 
 
+def as_int32(csr: torch.Tensor) -> torch.Tensor:
+    """``csr`` with int32 indices (itself when they already are, or when they would not fit)."""
+    crow, col = csr.crow_indices(), csr.col_indices()
+    if crow.dtype == torch.int32 or csr.values().numel() >= 2**31 or csr.shape[1] >= 2**31:
+        return csr
+    # invariants hold: the same structure, narrowed (check_invariants given, else torch warns)
+    return torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), csr.values(), csr.shape,
+                                   check_invariants=False)
+
+
 def to_csr(weight: torch.Tensor) -> torch.Tensor:
-    """Sparse CSR tensor of the 2-D view ``(shape[0], prod(rest))`` of a dense weight."""
-    return weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
+    """Sparse CSR tensor (int32 indices) of the 2-D view ``(shape[0], prod(rest))`` of a dense weight."""
+    return as_int32(weight.detach().reshape(weight.shape[0], -1).to_sparse_csr())
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    # built from a valid CSR's arrays by the functions below: no check needed (and torch warns without the flag)
+    return as_int32(torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False))
+
+
+def _row_of_each(crow: torch.Tensor) -> torch.Tensor:
+    return torch.repeat_interleave(torch.arange(crow.numel() - 1), crow.diff())
+
+
+def hstack(mats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[A_1 | A_2 | ...]`` of CSR matrices with equal row counts, as CSR (int32): each row's
+    nonzeros in order, in O(nonzeros) -- no dense copy."""
+    crows = [m.crow_indices().long() for m in mats]
+    crow = torch.stack(crows).sum(0)
+    total = int(crow[-1])
+    col = torch.empty(total, dtype=torch.long)
+    values = torch.empty(total, dtype=mats[0].values().dtype)
+    before = torch.zeros(crow.numel() - 1, dtype=torch.long)  # nonzeros already placed in each row
+    offset = 0
+    for m, c in zip(mats, crows):
+        rows = _row_of_each(c)
+        pos = torch.arange(int(c[-1])) - c[rows] + crow[rows] + before[rows]
+        col[pos] = m.col_indices().long() + offset
+        values[pos] = m.values()
+        before += c.diff()
+        offset += m.shape[1]
+    return _csr(crow, col, values, (crow.numel() - 1, offset))
+
+
+def take_rows(csr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The CSR matrix whose row i is row ``rows[i]`` of ``csr`` (int32), in O(nonzeros)."""
+    crow = csr.crow_indices().long()
+    counts = crow.diff()[rows]
+    new_crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    row = _row_of_each(new_crow)
+    pos = torch.arange(int(new_crow[-1])) - new_crow[row] + crow[rows][row]
+    return _csr(new_crow, csr.col_indices()[pos], csr.values()[pos], (rows.numel(), csr.shape[1]))
 
 
 def sparsity_of(csr: torch.Tensor) -> float:
@@ -35,14 +88,17 @@ def sparsity_of(csr: torch.Tensor) -> float:
 
 
 def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x @ weight^T + bias`` for a CSR ``weight [out, in]`` and dense ``x [..., in]``."""
+    """``x @ weight^T + bias`` for a CSR ``weight [out, in]`` and dense ``x [..., in]``; ``bias``
+    is ``[out]``, or ``[n, out]`` with one row per row of ``x`` (an addend: an LSTM step's input
+    projection, added by the product itself instead of by one more operation)."""
     lead, n_in = x.shape[:-1], x.shape[-1]
     x2 = x.reshape(-1, n_in)
     if x2.shape[0] == 1:
-        y = (torch.mv(weight, x2[0]) if bias is None else torch.addmv(bias, weight, x2[0])).unsqueeze(0)
+        add = None if bias is None else bias.reshape(-1)
+        y = (torch.mv(weight, x2[0]) if add is None else torch.addmv(add, weight, x2[0])).unsqueeze(0)
     else:
-        y = (torch.sparse.mm(weight, x2.t()) if bias is None
-             else torch.addmm(bias.unsqueeze(1), weight, x2.t())).t()
+        add = None if bias is None else (bias.unsqueeze(1) if bias.dim() == 1 else bias.t())
+        y = (torch.sparse.mm(weight, x2.t()) if add is None else torch.addmm(add, weight, x2.t())).t()
     return y.reshape(*lead, weight.shape[0])
 
 
