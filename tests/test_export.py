@@ -107,6 +107,38 @@ def test_csr_matches_torch_and_a_4d_tensor_is_viewed_as_2d():
     assert torch.equal(t["c.values"], ref.values())
 
 
+@pytest.mark.parametrize("fmt", ["csr", "bitmask"])
+def test_csr_layout_loads_int32_indices(runs, tmp_path, fmt):
+    """The loader keeps the file's int32 indices (MKL's; int64 ones would be converted on every
+    product), for csr files and for the CSR built from a bitmask, and the matrices are the dense ones."""
+    path = tmp_path / f"m.{fmt}.safetensors"
+    export.export_run(runs["ptb_lstm"], path, fmt, "float32", record=False)
+    sparse, dense = export.load(path, layout="csr"), export.load(path, layout="dense")
+    assert sparse.shapes
+    for name in sparse.shapes:
+        t = sparse.state_dict[name]
+        assert t.layout == torch.sparse_csr
+        assert t.crow_indices().dtype == t.col_indices().dtype == torch.int32
+        assert torch.equal(t.to_dense(), dense.state_dict[name].reshape(t.shape))
+
+
+def test_a_file_with_int64_indices_still_loads(runs, tmp_path):
+    """Format version 1 says int32; a file whose indices were written wider (by another writer)
+    loads the same, narrowed once at load time."""
+    good = tmp_path / "good.safetensors"
+    export.export_run(runs["ptb_lstm"], good, "csr", "float32", record=False)
+    with safe_open(str(good), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: (f.get_tensor(k).long() if k.endswith("_indices") else f.get_tensor(k)) for k in f.keys()}
+    wide = tmp_path / "wide.safetensors"
+    save_file(tensors, str(wide), metadata=meta)
+    a, b = export.load(good, layout="csr"), export.load(wide, layout="csr")
+    for name in a.shapes:
+        assert b.state_dict[name].crow_indices().dtype == torch.int32
+        assert torch.equal(a.state_dict[name].to_dense(), b.state_dict[name].to_dense())
+    assert all(torch.equal(export.load(wide).state_dict[n], export.load(good).state_dict[n]) for n in a.state_dict)
+
+
 # -- round trips ---------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("fmt", export.FORMATS)

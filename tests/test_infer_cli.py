@@ -122,6 +122,44 @@ def test_ptb_perplexity_equals_the_dense_evaluation(ptb_files, capsys, sparsity,
         assert layers == []
 
 
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_token_by_token_perplexity_is_the_same_from_csr_bitmask_and_dense_files(ptb_files, capsys, sparsity):
+    """--bptt 1 runs the fused one-step LSTM ([W_ih | W_hh] in one product, another summation
+    order than nn.LSTM's): every file and kernel choice gives the dense evaluation's perplexity
+    to 1e-5 (measured here: within 1e-6)."""
+    want = ptb_files[sparsity]
+    runs = {}
+    for fmt, kernels in (("dense", "auto"), ("bitmask", "auto"), ("csr", "sparse"), ("csr", "auto"), ("csr", "dense")):
+        rc, out, err = infer(capsys, ptb_files[sparsity, fmt, "float32"], "--json", "--bptt", 1, "--kernels", kernels,
+                             "--threads", 1)
+        assert rc == 0, err
+        runs[fmt, kernels] = res = json.loads(out)
+        assert res["bptt"] == 1 and res["batches"] == res["tokens"] == want["tokens"]
+        assert res["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5)
+        assert res["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    assert all(d["kernel"] == "sparse" for d in runs["csr", "sparse"]["layers"])
+    assert all(d["kernel"] == "dense" for d in runs["csr", "dense"]["layers"])
+
+
+def test_a_perplexity_too_large_for_a_float_is_inf(ptb_root, tmp_path, capsys):
+    """Issue 29: exp(loss) overflows a float -> perplexity inf in the JSON and the readable
+    line, exit status 0 (not an OverflowError)."""
+    def blow_up(model):  # logits of order 1e5: a mean NLL far above log(float max) = 709.8
+        with torch.no_grad():
+            model.decoder.weight.mul_(1e5)
+
+    make_run(tmp_path / "run", ptb_config(ptb_root, 0.5), 0.5, prepare=blow_up)
+    path = tmp_path / "huge.safetensors"
+    export.export_run(tmp_path / "run", path, "csr", "float32", record=False)
+    rc, out, err = infer(capsys, path, "--json", "--kernels", "sparse", "--max-batches", 2)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["perplexity"] == math.inf and res["loss"] > 709.8 and math.isfinite(res["loss"])
+    rc, out, err = infer(capsys, path, "--max-batches", 2)
+    assert rc == 0, err
+    assert "perplexity inf" in out.splitlines()[-1]
+
+
 def test_int8_csr_runs_sparse_on_the_dequantized_weights(ptb_files, capsys):
     runs = {}
     for fmt in ("csr", "bitmask"):

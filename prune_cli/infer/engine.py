@@ -2,7 +2,8 @@
 
 The quality figure comes from the very task hook the training run evaluated with
 (``prune_cli.train.engine.tasks``), on the same split and batching, so on the full split it is the run's
-own number (up to float rounding where CSR kernels sum in another order). Speed is the model's
+own number (up to float rounding where CSR kernels sum in another order); a perplexity too
+large for a float is ``inf`` there, and prune-infer prints it as such. Speed is the model's
 forward time per batch, measured around each model call; loading data and scoring are not in it.
 
 Files: the loader (``prune_cli.export.load``) gives dense tensors, or CSR tensors for the
@@ -248,6 +249,10 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         raise InferError(f"cannot evaluate {cfg.model.name}: {e}; this prune-cli has no evaluation for its task") from None
     split = next((s for s in data.eval_splits if s != "test"), "test")
     device = torch.device("cpu")
+
+    def score(model, batches):
+        return build_task(cfg, device, data.meta).evaluate(model, batches)
+
     # oneDNN's LSTM reorders its weights at every call (a PTB-large token step: 130 ms of CPU
     # instead of 11 ms here); models without convolutions run on ATen's native kernels instead.
     # Same arithmetic up to float rounding; convolutions keep oneDNN, where it is the fast path.
@@ -256,12 +261,12 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         first = next(iter(data.eval_splits[split]()), None)
         if first is None:
             raise InferError(f"the {split} split of {cfg.data.name} is empty")
-        build_task(cfg, device, data.meta).evaluate(loaded.model, [first])
+        score(loaded.model, [first])
         timed = Timed(loaded.model)
         batches = data.eval_splits[split]()
         if max_batches is not None:
             batches = itertools.islice(batches, max_batches)
-        metrics = build_task(cfg, device, data.meta).evaluate(timed, timed.batches(batches))
+        metrics = score(timed, timed.batches(batches))
     unit = UNITS.get(task, "items")
     count = int(metrics.get(unit, 0))
     total = sum(timed.times)
