@@ -56,7 +56,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from prune_cli import data as datasets  # noqa: E402
 from prune_cli import export, models  # noqa: E402
-from prune_cli.infer.engine import InferError, evaluate, load  # noqa: E402
+from prune_cli.infer.engine import InferError, cpu_model, evaluate, load  # noqa: E402
 from prune_cli.pruning import ConstantSchedule, Pruner  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
@@ -76,17 +76,6 @@ MODELS = {
 }
 DEFAULT = (("ptb_large", 0.9), ("ptb_large", 0.95), ("mobilenet_224", 0.9), ("gnmt_256", 0.9), ("gnmt_1024", 0.9))
 QUALITY = ("perplexity", "top1", "bleu")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (what ``lscpu | grep 'Model name'`` prints)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def compose(overrides) -> dict:

@@ -179,6 +179,9 @@ def test_batch_bptt_max_batches_and_readable_output(ptb_files, capsys):
     assert lines[0] == "layer embedding: dense (sparsity 50% below crossover 90%)"
     assert len(lines) == 7 and lines[-1].startswith("ptb_lstm on ptb valid: perplexity ")
     assert "over 10 tokens (5 batches, batch 2 x 1 tokens)" in lines[-1] and "csr float32" in lines[-1]
+    _, out, _ = infer(capsys, ptb_files[0.5, "csr", "float32"], "--json", "--threads", 1, "--max-batches", 1)
+    cpu = json.loads(out)["cpu"]  # the machine every figure was measured on
+    assert cpu and f"1 thread on {cpu}," in infer(capsys, ptb_files[0.5, "csr", "float32"], "--threads", 1)[1]
     assert lines[-1].count("perplexity") == 1  # not "perplexity X perplexity X" (LM and translation both have it)
     rc, out, _ = infer(capsys, ptb_files[0.9, "csr", "float32"], "--crossover", "0.85", "--json", "--max-batches", 1)
     assert all(d["kernel"] == "sparse" and "at or above crossover 85%" in d["reason"] for d in json.loads(out)["layers"])

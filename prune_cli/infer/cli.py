@@ -33,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="evaluation batch size (default: the run's data.eval_batch_size; PTB: rows of the stream)")
     p.add_argument("--max-batches", type=int, default=None, help="stop after N batches (default: the whole split)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's own, $OMP_NUM_THREADS if set, else one per physical "
+                        "core); the JSON reports the count used")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--kernels", default="auto", choices=MODES,
                    help="auto: per layer, CSR or dense, whichever is faster (measured at the first batch, "
@@ -67,7 +69,8 @@ def readable(result: dict) -> str:
             f"({result['batches']} batches, {shape}) | {result.get(unit + '_per_s', math.nan):,.1f} {unit}/s, "
             f"latency {result['latency_ms']:.3f} ms/batch (CPU {result['cpu_latency_ms']:.3f} ms) | "
             f"{result['format']} {result['dtype']}, "
-            f"{result['threads']} thread{'s' if result['threads'] != 1 else ''}, decode {result['decode_s']:.3f} s"
+            f"{result['threads']} thread{'s' if result['threads'] != 1 else ''}"
+            + (f" on {result['cpu']}" if result.get("cpu") else "") + f", decode {result['decode_s']:.3f} s"
             + (f" | {sparse} layers sparse, {dense} dense" if result["layers"] else ""))
 
 

@@ -233,6 +233,19 @@ class Timed:
         self.close_batch()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"): speed-ups depend on it, so every
+    measurement says where it was made."""
+    import platform
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
     """The family's quality metric on the validation split (the first ``max_batches`` batches, or
     all) and the model's speed there. One batch runs first, untimed, fresh (no state carried):
@@ -278,7 +291,7 @@ def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
         f"{unit}_per_cpu_s": count / sum(timed.cpu) if sum(timed.cpu) > 0 else math.nan,
         "batches": len(timed.times),
         "batch_size": int(cfg.data.get("eval_batch_size", 0) or 0),
-        "format": loaded.format, "dtype": loaded.dtype, "threads": torch.get_num_threads(),
+        "format": loaded.format, "dtype": loaded.dtype, "threads": torch.get_num_threads(), "cpu": cpu_model(),
         "decode_s": round(loaded.decode_s, 6),
         "layers": [d.as_dict() for d in decisions(loaded.choices)],
     })
