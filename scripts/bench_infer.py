@@ -168,21 +168,30 @@ def summarise(name: str, sparsity: float, by_threads: dict) -> dict:
     return row
 
 
+def _rate(x: float) -> str:
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
 def table(rows, threads) -> str:
-    """The markdown table of docs/inference.md: every figure with its thread count."""
+    """The markdown table of docs/inference.md: every figure with its thread count (``T``)."""
     head = ["model", "sparsity", "unit"]
     for t in threads:
-        head += [f"dense, {t}T", f"CSR, {t}T", f"CSR/dense at {t}T"]
-    head += ["best vs best"]
+        head += [f"dense {t}T", f"CSR {t}T", f"CSR/dense {t}T"]
+    head += ["best vs best", "quality, dense vs CSR"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["model"], f"{100 * row['sparsity']:g}%", f"{row['unit']}/s"]
         for t in threads:
             e = row["threads"].get(str(t))
-            cells += ([f"{e['dense']['per_s']:.1f}", f"{e['csr']['per_s']:.1f}", f"**{e['speedup']:.2f}x**"]
+            cells += ([_rate(e["dense"]["per_s"]), _rate(e["csr"]["per_s"]), f"**{e['speedup']:.2f}x**"]
                       if e else ["", "", ""])
         b = row["best_vs_best"]
         cells.append(f"{b['speedup']:.2f}x (CSR {b['csr_threads']}T / dense {b['dense_threads']}T)")
+        rel = {}
+        for e in row["threads"].values():
+            for k, v in e["quality_rel_diff"].items():
+                rel[k] = max(rel.get(k, 0.0), v)
+        cells.append(", ".join(f"{k} rel. diff {v:.1e}" for k, v in rel.items()) or "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
