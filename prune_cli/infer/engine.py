@@ -249,7 +249,8 @@ def cpu_model() -> str:
 def evaluate(loaded: Loaded, max_batches: Optional[int] = None) -> dict:
     """The family's quality metric on the validation split (the first ``max_batches`` batches, or
     all) and the model's speed there. One batch runs first, untimed, fresh (no state carried):
-    it makes every layer's dense/CSR choice and warms the caches."""
+    it makes every layer's dense/CSR choice, builds what depends on them (an LSTM's fused
+    one-step matrices, when the batches are single steps) and warms the caches."""
     cfg, data = loaded.cfg, loaded.data
     task = str(task_name(cfg))
     if task == "translation":  # prune-infer reports BLEU of greedy decoding (the fast path)

@@ -2,8 +2,9 @@
 
 A pruned weight ``W [out, in]`` in CSR multiplies activations ``x [n, in]`` as
 ``(W @ x^T)^T``: torch's CSR x dense product (MKL's sparse BLAS on CPU, cuSPARSE on GPU)
-is the fast one, while dense x CSR (``x @ W^T`` with ``W^T`` stored as CSR, or ``W`` as CSC)
-and COO are 10-30x slower. For a single row (batch 1: a matrix-vector product)
+is the fast one; dense x CSR (``x @ W^T`` with ``W^T`` stored as CSR, or ``W`` as CSC) and
+COO were 3-25x slower still when measured (docs/inference.md, before issue 26). For a single
+row (batch 1: a matrix-vector product)
 ``torch.addmv`` beats ``addmm`` with one column by about 1.5-2x, so one row takes that path.
 The transposed result is returned as a view, not copied: every consumer here (gate
 arithmetic, bias, cross-entropy) takes strided input.
@@ -12,9 +13,10 @@ Indices are int32 (:func:`to_csr`, :func:`as_int32`): torch's default int64 indi
 conversion to MKL's 32-bit indices -- a copy of both index arrays -- on every product, which
 was 40% of a 95%-sparse PTB-large token step (torch.profiler: ``aten::copy_``).
 
-Whether CSR pays depends on the matrix, its sparsity, the number of columns it multiplies and
-the threads (on this CPU a 6000x1500 matrix at batch 1 wins from ~85% sparsity, a 2600x650
-one from ~92%, and a 10x1024 classifier never). No fixed rule predicts that well, so
+Whether CSR pays depends on the matrix, its sparsity, the number of columns it multiplies, the
+threads and the CPU (one row, one thread, int32 indices, on a 2-core Xeon with the matrix in
+cache: a 6000x1500 or a 2600x650 matrix wins from ~60% sparsity, 3.6x / 2.5x at 90%; a
+10x1024 classifier never). No fixed rule predicts that well, so
 :class:`Choice` measures it: dense and sparse timed pair by pair (alternating, so that load
 from other processes falls on both alike) on the real input, and the faster one kept.
 """
