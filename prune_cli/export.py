@@ -91,8 +91,8 @@ class Exported:
 
     Why int32 and not torch's default int64: MKL's sparse BLAS (torch's CPU CSR products) is
     built with 32-bit indices, so torch converts int64 indices to int32 on every product --
-    a copy of both index arrays per call, which made a 95%-sparse PTB-large token step 2.4x
-    slower (scripts/bench_infer.py; docs/inference.md).
+    a copy of both index arrays per call, 43% of a 95%-sparse PTB-large token step
+    (torch.profiler; docs/inference.md).
     """
     state_dict: Dict[str, torch.Tensor]
     config: dict
