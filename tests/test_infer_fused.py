@@ -133,6 +133,8 @@ def test_one_step_returns_new_tensors_and_leaves_the_callers_state_alone():
     assert torch.equal(out1, saved[0]) and torch.equal(h1, saved[1]) and torch.equal(c1, saved[2])
     assert not torch.equal(h2, h1)
     assert h1.is_contiguous() and h1.shape == (2, 1, 3) and out1.shape == (1, 1, 3)
+    storages = {t.untyped_storage().data_ptr() for t in (out1, h1, c1, out2, h2, c2)}
+    assert len(storages) == 6  # nothing shares memory with another output or with the step's buffers
 
 
 def test_one_step_without_state_starts_from_zeros_and_sequences_still_work():

@@ -56,7 +56,7 @@ class OneStep:
     def __init__(self, cells, input_size: int, hidden: int):
         self.input_size, self.hidden, self.layers = input_size, hidden, len(cells)
         rows = ifog_rows(hidden)
-        self.plan = []  # per layer: (first row of its input in Z, bias, [(weight, sparse, lo, hi)])
+        self.plan = []  # per layer: (bias, [(weight, sparse, first row of Z it reads, last + 1)])
         for k, (ih, hh, bias) in enumerate(cells):
             start = 0 if k == 0 else input_size + (k - 1) * hidden
             width = input_size if k == 0 else hidden
@@ -111,7 +111,7 @@ class OneStep:
             torch.mul(gates[2 * h:3 * h], tmp, out=z[n_in + k * h:n_in + (k + 1) * h])
         h_n = hidden_rows.transpose(1, 2).clone(memory_format=torch.contiguous_format)
         c_n = cells.transpose(1, 2).clone(memory_format=torch.contiguous_format)
-        return h_n[-1], (h_n, c_n)
+        return h_n[-1].clone(), (h_n, c_n)  # the output shares no memory with the state, as nn.LSTM's
 
 
 class SparseLSTM(nn.Module):
