@@ -432,10 +432,12 @@ def training_curves(run_dir: Path, run: str, family: str, synthetic: bool,
                       cap, _save(fig, out_dir, "fig2_schedule_and_quality"), [run], synthetic)
 
 
-def layer_sparsity(run_dir: Path, run: str, synthetic: bool, out_dir: Path) -> FigureInfo:
-    """Bar chart of each pruned tensor's sparsity at the last mask update in sparsity.csv."""
-    last = {}
-    text = (run_dir / "sparsity.csv").read_text(encoding="utf-8")
+def read_layer_rows(path: Path) -> tuple[dict, dict]:
+    """sparsity.csv -> ({layer: (last step, sparsity, target, nnz)}, {layer: regrown summed over
+    every update}). A dynamic rule (RigL, SET) moves connections at constant sparsity: the sum
+    is how many it moved; pruning rows (and files from before the column) count 0."""
+    last, moved = {}, {}
+    text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
     if lines and not text.endswith("\n"):
         lines.pop()  # a run in progress may be writing its last row
@@ -446,17 +448,32 @@ def layer_sparsity(run_dir: Path, run: str, synthetic: bool, out_dir: Path) -> F
         try:
             step, sp = int(float(row["step"])), float(row["sparsity"])
             tgt = float(row.get("target_sparsity") or "nan")
+            nnz = float(row.get("nnz") or "nan")
+            regrown = int(float(row.get("regrown") or 0))
         except (TypeError, ValueError):
             raise ValueError(f"line {i} is malformed") from None
-        if row["layer"] not in last or step >= last[row["layer"]][0]:
-            last[row["layer"]] = (step, sp, tgt)
+        layer = row["layer"]
+        if layer not in last or step >= last[layer][0]:
+            last[layer] = (step, sp, tgt, nnz)
+        moved[layer] = moved.get(layer, 0) + regrown
+    return last, moved
+
+
+def layer_sparsity(run_dir: Path, run: str, synthetic: bool, out_dir: Path) -> FigureInfo:
+    """Bar chart of each pruned tensor's sparsity at the last mask update in sparsity.csv; for a
+    run whose rule moved connections (RigL, SET) a second panel: how many it regrew, summed over
+    its updates, as a multiple of the tensor's nonzeros."""
+    last, moved = read_layer_rows(run_dir / "sparsity.csv")
     if not last:
         raise NothingToDraw("no rows")
     layers = list(last)
+    dynamic = any(moved.values())
     size = 6 if len(layers) > 30 else 8
     left = min(0.3 + 0.075 * size / 8 * max(len(k) for k in layers), 4.0)
-    fig = _figure(5 + left, min(1.2 + 0.22 * len(layers), 30), left=left, top=0.4)
-    ax = fig.add_subplot(1, 1, 1)
+    height = min(1.2 + 0.22 * len(layers), 30)
+    fig = (_figure(9 + left, height, ncols=2, left=left, top=0.4, wspace=0.3) if dynamic
+           else _figure(5 + left, height, left=left, top=0.4))
+    ax = fig.add_subplot(1, 2 if dynamic else 1, 1)
     y = np.arange(len(layers))
     ax.barh(y, [last[k][1] for k in layers], color="C0", label="final sparsity")
     ax.scatter([last[k][2] for k in layers], y, marker="|", s=120, color="C3", label="target")
@@ -465,11 +482,21 @@ def layer_sparsity(run_dir: Path, run: str, synthetic: bool, out_dir: Path) -> F
     ax.set_xlim(0, 1)
     ax.set_xlabel("sparsity")
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"per-layer sparsity, run {run}" + (" (SYNTHETIC DATA)" if synthetic else ""),
-                 fontsize=9)
+    title = f"per-layer sparsity, run {run}" + (" (SYNTHETIC DATA)" if synthetic else "")
+    ax.set_title(title, fontsize=9)
     step = max(v[0] for v in last.values())
     cap = (f"Sparsity of each pruned tensor of run `{run}` at its last mask update (step {step}; "
            f"{len(layers)} tensors), with the target as a red tick.")
+    if dynamic:
+        frac = [moved[k] / last[k][3] if last[k][3] > 0 else 0.0 for k in layers]
+        mv = fig.add_subplot(1, 2, 2, sharey=ax)
+        mv.barh(y, frac, color="C2")
+        mv.tick_params(axis="y", labelleft=False)
+        mv.set_xlabel("connections regrown, all updates / nonzeros")
+        mv.set_title("connections moved", fontsize=9)
+        cap += (f" Its rule moved connections at constant sparsity: right, the weights regrown "
+                f"(as many were dropped) summed over its updates, as a multiple of each tensor's "
+                f"nonzeros ({sum(moved.values()):,} in all).")
     return FigureInfo("layer_sparsity", "Per-layer sparsity of one run", cap,
                       _save(fig, out_dir, "layer_sparsity"), [run], synthetic)
 
