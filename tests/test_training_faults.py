@@ -101,9 +101,16 @@ def test_a_run_folder_deleted_mid_sweep_stops_that_run_alone(data_root, tmp_path
     while time.time() < deadline and first is None:
         first = next(iter((tmp_path / "runs" / "default").glob("*model.hidden=12*/checkpoint.pt")), None)
         time.sleep(0.02)
-    assert first is not None, "the first run ended before its first checkpoint"
-    shutil.rmtree(first.parent)
-    out, err = sweep.communicate(timeout=300)
+    try:
+        assert first is not None, "the first run ended before its first checkpoint"
+        while first.parent.exists() and time.time() < deadline:  # as `rm -rf` does: the run may
+            shutil.rmtree(first.parent, ignore_errors=True)     # add a file between listing and rmdir
+        assert not first.parent.exists()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.communicate()
     said = [ln for ln in err.splitlines() if "was deleted while the run was writing into it" in ln]
     assert sweep.returncode == 1 and len(said) == 1 and "Traceback" not in err, err
     finished = [json.loads(p.read_text())["model_config"] for p in (tmp_path / "runs" / "default").glob("*/summary.json")]
