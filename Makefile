@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install prune-cli with pinned dependencies
 
-test: $(STAMP)  ## run the test suite (pytest)
-	$(BIN)/python -m pytest $(ARGS)
+# pytest-xdist: one worker per CPU (each test runs torch on one thread, see tests/conftest.py);
+# a file's tests stay in one worker, in order. TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= auto
+test: $(STAMP)  ## run the test suite (pytest, a worker per CPU)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 run: $(STAMP)  ## the main job: PTB large-sparse vs small-dense study (~10 min on 2 cores)
 	$(BIN)/prune-run -m experiment=ptb_laptop $(ARGS)
