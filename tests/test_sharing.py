@@ -62,10 +62,13 @@ import os, signal, sys, time
 from prune_cli.train.folder.lock import RunLock
 assert RunLock(sys.argv[1]).acquire()
 child = os.fork()  # as a DataLoader worker: it outlives its parent for a while
-if child == 0:
+if child == 0:  # the at-fork handlers have run when fork() returns here; say so, then live on
+    open(sys.argv[2] + ".tmp", "w").write(str(os.getpid()))
+    os.rename(sys.argv[2] + ".tmp", sys.argv[2])
     time.sleep(60)
     os._exit(0)
-open(sys.argv[2], "w").write(str(child))
+while not os.path.exists(sys.argv[2]):  # under load the child may not have run yet
+    time.sleep(0.01)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
